@@ -1,0 +1,118 @@
+//! The one error type of the core. Every variant maps to one stable code string
+//! (`Error::code`), which the binding hands to JS as `DurablyError.code`; the
+//! message says what went wrong and what to do. `docs/errors.md` documents each code
+//! and a test fails when one is missing there.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("no task with id \"{task}\" is registered in this process; define it with task({{ id: \"{task}\", run }}) and import the module before triggering it (check the id for typos)")]
+    UnknownTask { task: String },
+
+    #[error("{what} is not JSON: {reason}")]
+    PayloadNotJson { what: String, reason: String },
+
+    #[error("{what} is {size} bytes, over the limit of {limit} bytes; store large data elsewhere (a file, a bucket) and pass a reference, or raise configure({{ maxPayloadBytes }})")]
+    PayloadTooLarge {
+        what: String,
+        size: usize,
+        limit: usize,
+    },
+
+    #[error("the data folder {} is already open in another durably engine (in this process or another one); only one server process can use a data folder at a time: stop the other process, or give this one its own folder with configure({{ dataDir }}) or DURABLY_DATA_DIR", path.display())]
+    DataDirLocked { path: PathBuf },
+
+    #[error("option `{option}`: {reason}")]
+    BadDuration { option: String, reason: String },
+
+    #[error("option `{option}`: {reason}")]
+    BadOption { option: String, reason: String },
+
+    #[error("no run with id \"{id}\" exists in this store")]
+    RunNotFound { id: String },
+
+    #[error("illegal run transition: a {from} run cannot take `{input}` (this is a bug in durably, please report it)")]
+    IllegalTransition {
+        from: &'static str,
+        input: &'static str,
+    },
+
+    #[error("the store at {path} was written by a newer durably (schema {found}, this build reads up to {supported}); upgrade durably")]
+    SchemaTooNew {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
+
+    #[error("store error: {0}")]
+    Store(String),
+
+    #[error("the engine is shut down; call start() again to reopen it")]
+    Closed,
+
+    #[error("timed out after {ms} ms waiting for {what}")]
+    Timeout { what: String, ms: u64 },
+
+    #[error("internal error: {0} (this is a bug in durably, please report it)")]
+    Internal(String),
+}
+
+impl Error {
+    /// The stable code JS sees as `err.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::UnknownTask { .. } => "E_UNKNOWN_TASK",
+            Error::PayloadNotJson { .. } => "E_PAYLOAD_NOT_JSON",
+            Error::PayloadTooLarge { .. } => "E_PAYLOAD_TOO_LARGE",
+            Error::DataDirLocked { .. } => "E_DATA_DIR_LOCKED",
+            Error::BadDuration { .. } => "E_BAD_DURATION",
+            Error::BadOption { .. } => "E_BAD_OPTION",
+            Error::RunNotFound { .. } => "E_RUN_NOT_FOUND",
+            Error::IllegalTransition { .. } => "E_ILLEGAL_TRANSITION",
+            Error::SchemaTooNew { .. } => "E_SCHEMA_TOO_NEW",
+            Error::Store(_) => "E_STORE",
+            Error::Closed => "E_CLOSED",
+            Error::Timeout { .. } => "E_TIMEOUT",
+            Error::Internal(_) => "E_INTERNAL",
+        }
+    }
+
+    /// Every code the core can produce; `docs/errors.md` must document each one.
+    pub const CODES: &'static [&'static str] = &[
+        "E_UNKNOWN_TASK",
+        "E_PAYLOAD_NOT_JSON",
+        "E_PAYLOAD_TOO_LARGE",
+        "E_DATA_DIR_LOCKED",
+        "E_BAD_DURATION",
+        "E_BAD_OPTION",
+        "E_RUN_NOT_FOUND",
+        "E_ILLEGAL_TRANSITION",
+        "E_SCHEMA_TOO_NEW",
+        "E_STORE",
+        "E_CLOSED",
+        "E_TIMEOUT",
+        "E_INTERNAL",
+    ];
+
+    pub fn bad_option(option: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::BadOption {
+            option: option.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Store(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Store(e.to_string())
+    }
+}

@@ -1,0 +1,31 @@
+//! durably's engine: durable runs, steps and their scheduler over an embedded store.
+//! No napi and no JS types here: `crates/node` binds this to Node.js.
+
+pub mod clock;
+pub mod duration;
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod retry;
+pub mod state;
+pub mod store;
+pub mod writer;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::{Engine, EngineOptions, Op, TaskPolicy, TriggerItem};
+pub use error::{Error, Result};
+pub use writer::Durability;
+
+use std::path::Path;
+use std::sync::Arc;
+
+/// Opens the sled store in `dir` (64 MiB cache unless given).
+pub fn open_sled(dir: &Path, cache_bytes: Option<u64>) -> Result<Arc<dyn store::Store>> {
+    let kv = store::SledKv::open(dir, cache_bytes.unwrap_or(64 * 1024 * 1024))?;
+    Ok(Arc::new(store::KvStore::open(kv)?))
+}
+
+/// A fresh in-memory store.
+pub fn open_memory() -> Result<Arc<dyn store::Store>> {
+    Ok(Arc::new(store::KvStore::open(store::MemKv::new())?))
+}

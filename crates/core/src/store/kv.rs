@@ -1,0 +1,218 @@
+//! The key layout of the embedded stores, over any ordered key-value backend.
+//!
+//! | key                              | value                      |
+//! |----------------------------------|----------------------------|
+//! | `m/schema`                       | schema version (u32 BE)    |
+//! | `r/{run id}`                     | `RunRecord` JSON           |
+//! | `x/{run id}`                     | `RunState` JSON            |
+//! | `s/{run id}/{step key}`          | `StepRecord` JSON          |
+//! | `q/{ready_at u64 BE}{seq u64 BE}`| `{run id}\0{task id}`      |
+//!
+//! Run ids are ULID-based and sort by creation time, so a reverse scan of `r/` lists runs
+//! newest first. Everything lives in one keyspace because a sled batch is atomic only
+//! within one tree.
+
+use super::{Store, Write};
+use crate::error::{Error, Result};
+use crate::model::{QueueEntry, RunRecord, RunState, StepRecord};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// An ordered byte key-value map with atomic batches.
+pub trait Kv: Send + Sync + 'static {
+    fn apply(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()>;
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Visits keys with `prefix` in order (or reverse), from `start` inclusive (forward)
+    /// or strictly below `start` (reverse), until `visit` returns false.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        reverse: bool,
+        start: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()>;
+    fn sync(&self) -> Result<()>;
+    /// Where the data lives, for error messages.
+    fn location(&self) -> String;
+}
+
+pub struct KvStore<K: Kv> {
+    kv: K,
+}
+
+fn key(prefix: &str, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + id.len());
+    k.extend_from_slice(prefix.as_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn queue_key(ready_at: u64, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(18);
+    k.extend_from_slice(b"q/");
+    k.extend_from_slice(&ready_at.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn step_key(run: &str, step: &str) -> Vec<u8> {
+    let mut k = key("s/", run);
+    k.push(b'/');
+    k.extend_from_slice(step.as_bytes());
+    k
+}
+
+fn enc<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Internal(format!("encode: {e}")))
+}
+
+fn dec<'a, T: serde::Deserialize<'a>>(what: &str, b: &'a [u8]) -> Result<T> {
+    serde_json::from_slice(b).map_err(|e| Error::Store(format!("corrupt {what} record: {e}")))
+}
+
+impl<K: Kv> KvStore<K> {
+    /// Wraps a backend, checking (and on a new store, writing) the schema version.
+    pub fn open(kv: K) -> Result<Self> {
+        match kv.get(b"m/schema")? {
+            Some(v) => {
+                let found = v
+                    .as_slice()
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(u32::MAX);
+                if found > SCHEMA_VERSION {
+                    return Err(Error::SchemaTooNew {
+                        path: kv.location(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+            None => {
+                kv.apply(vec![(
+                    b"m/schema".to_vec(),
+                    Some(SCHEMA_VERSION.to_be_bytes().to_vec()),
+                )])?;
+                kv.sync()?;
+            }
+        }
+        Ok(KvStore { kv })
+    }
+
+    pub fn kv(&self) -> &K {
+        &self.kv
+    }
+}
+
+impl<K: Kv> Store for KvStore<K> {
+    fn commit(&self, writes: &[Write]) -> Result<()> {
+        let mut ops = Vec::with_capacity(writes.len());
+        for w in writes {
+            ops.push(match w {
+                Write::PutRun(r) => (key("r/", &r.id), Some(enc(r)?)),
+                Write::PutState { id, state } => (key("x/", id), Some(enc(state)?)),
+                Write::PutStep { run, key: k, step } => (step_key(run, k), Some(enc(step)?)),
+                Write::Enqueue(q) => {
+                    let mut v = Vec::with_capacity(q.id.len() + 1 + q.task.len());
+                    v.extend_from_slice(q.id.as_bytes());
+                    v.push(0);
+                    v.extend_from_slice(q.task.as_bytes());
+                    (queue_key(q.ready_at, q.seq), Some(v))
+                }
+                Write::Dequeue { ready_at, seq } => (queue_key(*ready_at, *seq), None),
+            });
+        }
+        self.kv.apply(ops)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.kv.sync()
+    }
+
+    fn run(&self, id: &str) -> Result<Option<(RunRecord, Option<RunState>)>> {
+        let Some(r) = self.kv.get(&key("r/", id))? else {
+            return Ok(None);
+        };
+        let rec: RunRecord = dec("run", &r)?;
+        let state = match self.kv.get(&key("x/", id))? {
+            Some(s) => Some(dec("run state", &s)?),
+            None => None,
+        };
+        Ok(Some((rec, state)))
+    }
+
+    fn steps(&self, run: &str) -> Result<Vec<(String, StepRecord)>> {
+        let prefix = step_key(run, "");
+        let mut out = Vec::new();
+        let mut err = None;
+        self.kv.scan(&prefix, false, None, &mut |k, v| {
+            let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            match dec("step", v) {
+                Ok(s) => out.push((name, s)),
+                Err(e) => {
+                    err = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        err.map_or(Ok(out), Err)
+    }
+
+    fn queue(&self) -> Result<Vec<QueueEntry>> {
+        let mut out = Vec::new();
+        self.kv.scan(b"q/", false, None, &mut |k, v| {
+            if k.len() == 18 {
+                let ready_at = u64::from_be_bytes(k[2..10].try_into().unwrap_or_default());
+                let seq = u64::from_be_bytes(k[10..18].try_into().unwrap_or_default());
+                let mut parts = v.splitn(2, |b| *b == 0);
+                let id = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                let task = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                out.push(QueueEntry {
+                    ready_at,
+                    seq,
+                    id,
+                    task,
+                });
+            }
+            true
+        })?;
+        Ok(out)
+    }
+
+    fn scan_runs(
+        &self,
+        before: Option<&str>,
+        visit: &mut dyn FnMut(RunRecord, Option<RunState>) -> bool,
+    ) -> Result<()> {
+        let start = before.map(|b| key("r/", b));
+        let mut err = None;
+        self.kv.scan(b"r/", true, start.as_deref(), &mut |k, v| {
+            let rec: RunRecord = match dec("run", v) {
+                Ok(r) => r,
+                Err(e) => {
+                    err = Some(e);
+                    return false;
+                }
+            };
+            let mut sk = k.to_vec();
+            sk[0] = b'x';
+            let state = match self.kv.get(&sk) {
+                Ok(Some(s)) => match dec("run state", &s) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        err = Some(e);
+                        return false;
+                    }
+                },
+                Ok(None) => None,
+                Err(e) => {
+                    err = Some(e);
+                    return false;
+                }
+            };
+            visit(rec, state)
+        })?;
+        err.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,62 @@
+//! Persistence. `Store` is the narrow domain trait the engine talks to; a Postgres store
+//! can implement it directly. The embedded stores share one key layout (`docs/storage.md`)
+//! through `KvStore`, over a `Kv` backend: sled on disk, a `BTreeMap` in memory. The same
+//! conformance tests run over both.
+//!
+//! Every `commit` is atomic (all of its writes or none); `sync` makes every committed write
+//! durable. The writer (`writer.rs`) calls `sync` once per group of commits.
+
+mod kv;
+mod mem;
+mod sled_kv;
+
+pub use kv::{Kv, KvStore};
+pub use mem::MemKv;
+pub use sled_kv::SledKv;
+
+use crate::error::Result;
+use crate::model::{QueueEntry, RunRecord, RunState, StepRecord};
+
+/// One write of a commit.
+#[derive(Debug)]
+pub enum Write {
+    PutRun(RunRecord),
+    PutState {
+        id: String,
+        state: RunState,
+    },
+    PutStep {
+        run: String,
+        key: String,
+        step: StepRecord,
+    },
+    Enqueue(QueueEntry),
+    Dequeue {
+        ready_at: u64,
+        seq: u64,
+    },
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// Applies the writes atomically (all or none). Not necessarily durable until `sync`.
+    fn commit(&self, writes: &[Write]) -> Result<()>;
+    /// Makes every committed write durable (flush + fdatasync on disk).
+    fn sync(&self) -> Result<()>;
+    /// The run's trigger record and its current state (`None` state: never changed since
+    /// the trigger).
+    fn run(&self, id: &str) -> Result<Option<(RunRecord, Option<RunState>)>>;
+    /// The run's steps in key order.
+    fn steps(&self, run: &str) -> Result<Vec<(String, StepRecord)>>;
+    /// Every queue entry: runs that have not ended (recovery rebuilds the scheduler from it).
+    fn queue(&self) -> Result<Vec<QueueEntry>>;
+    /// Visits runs newest first, starting strictly before `before` (a run id) when given,
+    /// until `visit` returns false.
+    fn scan_runs(
+        &self,
+        before: Option<&str>,
+        visit: &mut dyn FnMut(RunRecord, Option<RunState>) -> bool,
+    ) -> Result<()>;
+}
+
+#[cfg(test)]
+mod conformance;

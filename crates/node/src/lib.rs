@@ -1,0 +1,222 @@
+//! The napi-rs binding: converts arguments, calls one engine method, converts the result.
+//! No business logic here. Payloads, claims and reports cross as JSON text. Errors cross
+//! as `"E_CODE: message"`, which the TS layer turns into a `DurablyError` with `.code`.
+
+use durably_core::engine::ListFilter;
+use durably_core::{
+    Durability, Engine, EngineOptions, ManualClock, Op, SystemClock, TaskPolicy, TriggerItem,
+};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn js_err(e: durably_core::Error) -> napi::Error {
+    napi::Error::from_reason(format!("{}: {}", e.code(), e))
+}
+
+fn bad_json(what: &str, e: serde_json::Error) -> napi::Error {
+    napi::Error::from_reason(format!(
+        "E_INTERNAL: malformed {what} from the JS layer: {e}"
+    ))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v)
+        .map_err(|e| napi::Error::from_reason(format!("E_INTERNAL: encode: {e}")))
+}
+
+#[napi(object)]
+pub struct OpenOptions {
+    /// Folder of the sled store; absent for an in-memory store.
+    pub data_dir: Option<String>,
+    pub concurrency: Option<u32>,
+    pub max_payload_bytes: Option<u32>,
+    /// 'sync' (default) or 'batched'.
+    pub durability: Option<String>,
+    pub flush_interval_ms: Option<u32>,
+    pub cache_bytes: Option<u32>,
+    /// Start a manual clock at this time (ms since epoch) instead of the system clock.
+    pub manual_clock_ms: Option<f64>,
+    /// Benchmarks only: pause this long after every sync (a stand-in for a slow disk).
+    pub sim_sync_delay_ms: Option<u32>,
+}
+
+#[napi]
+pub struct NativeEngine {
+    engine: Engine,
+    manual: Option<Arc<ManualClock>>,
+}
+
+/// Parses a duration string ('500ms', '1h30m', '3 days') into milliseconds.
+#[napi(catch_unwind)]
+pub fn parse_duration(option: String, text: String) -> Result<f64> {
+    durably_core::duration::parse_duration(&option, &text)
+        .map(|v| v as f64)
+        .map_err(js_err)
+}
+
+/// Every error code the core produces (docs/errors.md documents each).
+#[napi]
+pub fn error_codes() -> Vec<String> {
+    durably_core::Error::CODES
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[napi]
+impl NativeEngine {
+    /// Opens the store (sled in `dataDir`, or memory) and recovers every unfinished run.
+    #[napi(factory, catch_unwind)]
+    pub fn open(opts: OpenOptions) -> Result<NativeEngine> {
+        let durability = match opts.durability.as_deref() {
+            None | Some("sync") => Durability::Sync,
+            Some("batched") => Durability::Batched {
+                interval_ms: opts.flush_interval_ms.unwrap_or(100) as u64,
+            },
+            Some(other) => {
+                return Err(js_err(durably_core::Error::bad_option(
+                    "durability",
+                    format!("{other:?} is not one of 'sync', 'batched'"),
+                )))
+            }
+        };
+        let defaults = EngineOptions::default();
+        let eo = EngineOptions {
+            concurrency: opts
+                .concurrency
+                .map(|c| c as usize)
+                .unwrap_or(defaults.concurrency),
+            max_payload_bytes: opts
+                .max_payload_bytes
+                .map(|c| c as usize)
+                .unwrap_or(defaults.max_payload_bytes),
+            durability,
+            sim_sync_delay_ms: opts.sim_sync_delay_ms.unwrap_or(0) as u64,
+        };
+        let store = match &opts.data_dir {
+            Some(dir) => {
+                durably_core::open_sled(&PathBuf::from(dir), opts.cache_bytes.map(u64::from))
+            }
+            None => durably_core::open_memory(),
+        }
+        .map_err(js_err)?;
+        let (clock, manual): (Arc<dyn durably_core::Clock>, _) = match opts.manual_clock_ms {
+            Some(ms) => {
+                let m = Arc::new(ManualClock::new(ms.max(0.0) as u64));
+                (m.clone(), Some(m))
+            }
+            None => (Arc::new(SystemClock), None),
+        };
+        let engine = Engine::open(store, clock, eo).map_err(js_err)?;
+        Ok(NativeEngine { engine, manual })
+    }
+
+    #[napi(catch_unwind)]
+    pub fn register_task(&self, id: String, policy_json: String) -> Result<()> {
+        let policy: TaskPolicy =
+            serde_json::from_str(&policy_json).map_err(|e| bad_json("task policy", e))?;
+        self.engine.register_task(&id, policy).map_err(js_err)
+    }
+
+    /// `groupsJson`: `[[{task, payload, delayMs?, runAt?, tags?}, …], …]`. Resolves with one
+    /// entry per group: `{ ids }` or `{ error: "E_CODE: message" }`.
+    #[napi]
+    pub async fn trigger(&self, groups_json: String) -> Result<String> {
+        let groups: Vec<Vec<TriggerItem>> =
+            serde_json::from_str(&groups_json).map_err(|e| bad_json("trigger request", e))?;
+        let results = self.engine.trigger(groups).await;
+        let out: Vec<serde_json::Value> = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(ids) => serde_json::json!({ "ids": ids }),
+                Err(e) => serde_json::json!({ "error": format!("{}: {}", e.code(), e) }),
+            })
+            .collect();
+        to_json(&out)
+    }
+
+    /// Resolves with a JSON array of claimed runs, or null once the engine closes.
+    #[napi]
+    pub async fn claim(&self, max: u32) -> Result<Option<String>> {
+        match self.engine.claim(max as usize).await.map_err(js_err)? {
+            Some(c) => Ok(Some(to_json(&c)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies a JSON array of ops; resolves once they are durable.
+    #[napi]
+    pub async fn report(&self, ops_json: String) -> Result<()> {
+        let ops = Op::parse_batch(&ops_json).map_err(js_err)?;
+        self.engine.report(ops).await.map_err(js_err)
+    }
+
+    #[napi]
+    pub async fn wait_result(&self, id: String, timeout_ms: Option<f64>) -> Result<String> {
+        let timeout = timeout_ms.map(|t| Duration::from_millis(t.max(0.0) as u64));
+        let out = self
+            .engine
+            .wait_result(&id, timeout)
+            .await
+            .map_err(js_err)?;
+        to_json(&out)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn get_run(&self, id: String) -> Result<Option<String>> {
+        match self.engine.get_run(&id).map_err(js_err)? {
+            Some(v) => Ok(Some(to_json(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    #[napi(catch_unwind)]
+    pub fn list_runs(&self, filter_json: String) -> Result<String> {
+        let f: ListFilter = serde_json::from_str(&filter_json).map_err(|e| {
+            js_err(durably_core::Error::bad_option(
+                "runs.list",
+                format!("bad filter: {e}"),
+            ))
+        })?;
+        to_json(&self.engine.list_runs(f).map_err(js_err)?)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn stats(&self) -> Result<String> {
+        to_json(&self.engine.stats().map_err(js_err)?)
+    }
+
+    #[napi]
+    pub fn now(&self) -> f64 {
+        self.engine.clock().now_ms() as f64
+    }
+
+    /// Manual clock only: moves time forward by `ms`.
+    #[napi]
+    pub fn advance(&self, ms: f64) -> Result<()> {
+        let m = self.manual.as_ref().ok_or_else(|| {
+            napi::Error::from_reason("E_BAD_OPTION: advance() needs a manual clock")
+        })?;
+        m.advance(ms.max(0.0) as u64);
+        Ok(())
+    }
+
+    /// Manual clock only: sets the time (backwards too).
+    #[napi]
+    pub fn set_time(&self, ms: f64) -> Result<()> {
+        let m = self.manual.as_ref().ok_or_else(|| {
+            napi::Error::from_reason("E_BAD_OPTION: setTime() needs a manual clock")
+        })?;
+        m.set(ms.max(0.0) as u64);
+        Ok(())
+    }
+
+    /// Settles a pending claim, commits and syncs everything, releases the data folder.
+    #[napi(catch_unwind)]
+    pub fn close(&self) {
+        self.engine.close();
+    }
+}

@@ -1,0 +1,662 @@
+/**
+ * The JS side of the driver protocol. The Rust core owns state, policy and time; this
+ * file only runs user code:
+ *
+ * - `trigger` calls made in the same tick are sent to the core as one batch (one crossing,
+ *   one durable commit); each resolves once its runs are on disk.
+ * - the executor keeps one `claim(n)` pending; the core resolves it with due runs, each
+ *   of which is invoked from the top with its completed steps memoized (replay).
+ * - ops (step done, step failed, run completed …) are reported in batches, one crossing per
+ *   event-loop turn; a step's promise resolves only after its result is durable.
+ * - a retriable step failure suspends the invocation: no new step starts, the steps in
+ *   flight finish and are stored, then `retryStep` hands the run back to the core, which
+ *   schedules the next attempt.
+ */
+import * as path from 'node:path';
+import { DurablyError, NonRetriableError, RetryAfterError, badOption, deserializeError, fromNative, native, serializeError, type StoredError } from './errors';
+import { toJson } from './json';
+import type {
+  ConfigureOptions,
+  Duration,
+  ListRunsOptions,
+  Logger,
+  ResultOptions,
+  RetryOptions,
+  Run,
+  RunHandle,
+  RunList,
+  ShutdownOptions,
+  Stats,
+  StepApi,
+  TaskContext,
+  TriggerOptions,
+} from './types';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const addon = require('../native.js') as typeof import('../native');
+type NativeEngine = import('../native').NativeEngine;
+
+export interface EngineConfig {
+  dataDir: string | null; // null: in-memory
+  concurrency: number;
+  durability: 'sync' | 'batched';
+  flushIntervalMs: number;
+  maxPayloadBytes: number;
+  cacheBytes?: number;
+  manualClockMs?: number;
+  /** Benchmarks only (env DURABLY_SIM_SYNC_DELAY_MS): pause after every sync. */
+  simSyncDelayMs?: number;
+}
+
+export interface TaskDef {
+  id: string;
+  run: (payload: any, ctx: TaskContext) => unknown;
+  policyJson: string;
+}
+
+/** Milliseconds from a duration option; `E_BAD_DURATION` names the option. */
+export function toMs(option: string, value: Duration): number {
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value) || value < 0) {
+      throw new DurablyError('E_BAD_DURATION', `option \`${option}\`: ${value} is not a duration; use a number of milliseconds >= 0 or a string like '30s', '5m', '3 days'`, { option });
+    }
+    return Math.round(value);
+  }
+  if (typeof value === 'string') return native(() => addon.parseDuration(option, value));
+  throw new DurablyError('E_BAD_DURATION', `option \`${option}\`: expected a number of milliseconds or a string like '30s', got ${typeof value}`, { option });
+}
+
+function toTime(option: string, value: Date | string | number): number {
+  const ms = value instanceof Date ? value.getTime() : typeof value === 'string' ? Date.parse(value) : value;
+  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) {
+    throw badOption(option, `${String(value)} is not a valid time; pass a Date, an ISO 8601 string or milliseconds since the epoch`);
+  }
+  return Math.round(ms);
+}
+
+const TASK_ID = /^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$/;
+
+export function validateTaskId(id: unknown): string {
+  if (typeof id !== 'string' || !TASK_ID.test(id)) {
+    throw badOption('id', `task id ${JSON.stringify(id)} must be 1–128 characters of letters, digits and . _ : / - (starting with a letter or digit)`);
+  }
+  return id;
+}
+
+export function retryPolicyJson(retry: RetryOptions | undefined): string {
+  const r = retry ?? {};
+  if (typeof r !== 'object') throw badOption('retry', 'must be an object like { maxAttempts: 3 }');
+  const maxAttempts = r.maxAttempts ?? 4;
+  if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 1000) {
+    throw badOption('retry.maxAttempts', `must be an integer from 1 to 1000, got ${String(maxAttempts)}`);
+  }
+  const factor = r.factor ?? 2;
+  if (typeof factor !== 'number' || !Number.isFinite(factor) || factor < 1) {
+    throw badOption('retry.factor', `must be a number >= 1, got ${String(factor)}`);
+  }
+  const minTimeoutMs = toMs('retry.minTimeout', r.minTimeout ?? 1000);
+  const maxTimeoutMs = toMs('retry.maxTimeout', r.maxTimeout ?? 3_600_000);
+  if (minTimeoutMs > maxTimeoutMs) throw badOption('retry.minTimeout', 'must not exceed retry.maxTimeout');
+  const randomize = r.randomize ?? true;
+  if (typeof randomize !== 'boolean') throw badOption('retry.randomize', 'must be true or false');
+  return JSON.stringify({ retry: { maxAttempts, factor, minTimeoutMs, maxTimeoutMs, randomize } });
+}
+
+export function resolveConfig(opts: ConfigureOptions, env: NodeJS.ProcessEnv = process.env): EngineConfig {
+  if (opts === null || typeof opts !== 'object') throw badOption('configure', 'pass an object like { dataDir: "./.durably" }');
+  const known = ['dataDir', 'concurrency', 'durability', 'flushInterval', 'maxPayloadBytes', 'cacheBytes'];
+  for (const k of Object.keys(opts)) {
+    if (!known.includes(k)) throw badOption(k, `unknown option; known options are ${known.join(', ')}`);
+  }
+  const dataDir = env.DURABLY_DATA_DIR || opts.dataDir || './.durably';
+  if (typeof dataDir !== 'string') throw badOption('dataDir', 'must be a folder path');
+  const concurrency = env.DURABLY_CONCURRENCY ? Number(env.DURABLY_CONCURRENCY) : (opts.concurrency ?? 100);
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 100_000) {
+    throw badOption('concurrency', `must be an integer from 1 to 100000, got ${String(concurrency)}`);
+  }
+  const durability = (env.DURABLY_DURABILITY as 'sync' | 'batched' | undefined) || opts.durability || 'sync';
+  if (durability !== 'sync' && durability !== 'batched') throw badOption('durability', `must be 'sync' or 'batched', got ${JSON.stringify(durability)}`);
+  const flushIntervalMs = toMs('flushInterval', opts.flushInterval ?? 100);
+  const maxPayloadBytes = opts.maxPayloadBytes ?? 4 * 1024 * 1024;
+  if (!Number.isInteger(maxPayloadBytes) || maxPayloadBytes < 1024 || maxPayloadBytes > 512 * 1024 * 1024) {
+    throw badOption('maxPayloadBytes', 'must be an integer from 1024 to 536870912');
+  }
+  if (opts.cacheBytes !== undefined && (!Number.isInteger(opts.cacheBytes) || opts.cacheBytes < 1 << 20)) {
+    throw badOption('cacheBytes', 'must be an integer of at least 1048576');
+  }
+  const sim = Number(env.DURABLY_SIM_SYNC_DELAY_MS ?? 0);
+  const simSyncDelayMs = Number.isFinite(sim) && sim > 0 ? Math.round(sim) : undefined;
+  return { dataDir: path.resolve(dataDir), concurrency, durability, flushIntervalMs, maxPayloadBytes, cacheBytes: opts.cacheBytes, simSyncDelayMs };
+}
+
+interface ClaimedStep {
+  key: string;
+  status: 'completed' | 'failed' | 'retrying';
+  attempts: number;
+  output?: unknown;
+  error?: StoredError;
+}
+
+interface Claimed {
+  id: string;
+  task: string;
+  payload: unknown;
+  attempt: number;
+  maxAttempts: number;
+  createdAt: number;
+  tags?: string[];
+  steps: ClaimedStep[];
+}
+
+interface PendingGroup {
+  json: string;
+  resolve: (ids: string[]) => void;
+  reject: (e: unknown) => void;
+}
+
+const never = new Promise<never>(() => {});
+
+function dates<T extends Record<string, unknown>>(v: T): T {
+  for (const k of ['createdAt', 'startedAt', 'endedAt', 'readyAt']) {
+    if (typeof v[k] === 'number') (v as Record<string, unknown>)[k] = new Date(v[k] as number);
+  }
+  return v;
+}
+
+export class Engine {
+  config: EngineConfig;
+  readonly tasks = new Map<string, TaskDef>();
+  private nat: NativeEngine | null = null;
+  private started = false;
+  private loop: Promise<void> | null = null;
+  private inflight = 0;
+  private slotWaiter: (() => void) | null = null;
+  private idleWaiters: Array<() => void> = [];
+  private triggerQueue: PendingGroup[] = [];
+  private ops: string[] = [];
+  private opWaiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
+  private reportScheduled = false;
+  private unacked = 0;
+  private abort = new AbortController();
+  private exitHook: (() => void) | null = null;
+  private signalHook: ((sig: NodeJS.Signals) => void) | null = null;
+  private warned = new Set<string>();
+
+  constructor(config: EngineConfig) {
+    this.config = config;
+  }
+
+  get isOpen(): boolean {
+    return this.nat !== null;
+  }
+
+  /** Opens the store on first need; never at import or by configure(). */
+  open(): NativeEngine {
+    if (this.nat) return this.nat;
+    if (process.env.NEXT_PHASE === 'phase-production-build') {
+      throw new DurablyError('E_BAD_OPTION', 'durably does not open its store during `next build`; trigger runs from request handlers, server actions or instrumentation, not at module import time');
+    }
+    const c = this.config;
+    const nat = native(() =>
+      addon.NativeEngine.open({
+        dataDir: c.dataDir ?? undefined,
+        concurrency: c.concurrency,
+        maxPayloadBytes: c.maxPayloadBytes,
+        durability: c.durability,
+        flushIntervalMs: c.flushIntervalMs,
+        cacheBytes: c.cacheBytes,
+        manualClockMs: c.manualClockMs,
+        simSyncDelayMs: c.simSyncDelayMs,
+      }),
+    );
+    for (const t of this.tasks.values()) native(() => nat.registerTask(t.id, t.policyJson));
+    this.nat = nat;
+    this.abort = new AbortController();
+    if (c.dataDir) {
+      // Acknowledged writes are already on disk; this only releases the folder promptly.
+      this.exitHook = () => this.closeNow();
+      process.once('exit', this.exitHook);
+      this.signalHook = (sig) => {
+        const alone = process.listenerCount(sig) === 0;
+        if (!alone) {
+          this.closeNow();
+          return;
+        }
+        void this.shutdown({ timeout: 5000 }).finally(() => process.kill(process.pid, sig));
+      };
+      process.once('SIGTERM', this.signalHook);
+      process.once('SIGINT', this.signalHook);
+    }
+    return nat;
+  }
+
+  register(def: TaskDef): void {
+    this.tasks.set(def.id, def); // the newest definition of an id wins (HMR)
+    if (this.nat) {
+      const nat = this.nat;
+      native(() => nat.registerTask(def.id, def.policyJson));
+    }
+  }
+
+  async start(): Promise<void> {
+    this.open();
+    if (this.started) return;
+    this.started = true;
+    this.loop = this.claimLoop();
+  }
+
+  // ---- triggering ---------------------------------------------------------------
+
+  /** Builds one trigger item (validated) as JSON text with the payload spliced in. */
+  triggerItem(taskId: string, payload: unknown, opts: TriggerOptions | undefined): string {
+    if (!this.tasks.has(taskId)) {
+      throw new DurablyError('E_UNKNOWN_TASK', `no task with id "${taskId}" is registered in this process; define it with task({ id: "${taskId}", run }) and import the module before triggering it (check the id for typos)`);
+    }
+    const body = toJson(payload, 'the payload', this.config.maxPayloadBytes);
+    let extra = '';
+    if (opts !== undefined) {
+      if (opts === null || typeof opts !== 'object') throw badOption('options', 'trigger options must be an object');
+      if (opts.delay !== undefined) extra += `,"delayMs":${toMs('delay', opts.delay)}`;
+      if (opts.runAt !== undefined) extra += `,"runAt":${toTime('runAt', opts.runAt)}`;
+      if (opts.tags !== undefined) {
+        const tags = opts.tags;
+        if (!Array.isArray(tags) || tags.length > 20 || tags.some((t) => typeof t !== 'string' || t.length === 0 || t.length > 128)) {
+          throw badOption('tags', 'must be an array of at most 20 strings of 1–128 characters');
+        }
+        extra += `,"tags":${JSON.stringify(tags)}`;
+      }
+    }
+    return `{"task":${JSON.stringify(taskId)},"payload":${body}${extra}}`;
+  }
+
+  /** Sends a group of trigger items (all or nothing), batched with the others of this tick. */
+  submitGroup(items: string[]): Promise<string[]> {
+    const nat = this.open();
+    return new Promise((resolve, reject) => {
+      this.triggerQueue.push({ json: `[${items.join(',')}]`, resolve, reject });
+      if (this.triggerQueue.length === 1) queueMicrotask(() => this.flushTriggers(nat));
+    });
+  }
+
+  private flushTriggers(nat: NativeEngine): void {
+    const groups = this.triggerQueue;
+    this.triggerQueue = [];
+    nat.trigger(`[${groups.map((g) => g.json).join(',')}]`).then(
+      (text) => {
+        const results = JSON.parse(text) as Array<{ ids?: string[]; error?: string }>;
+        results.forEach((r, i) => {
+          if (r.ids) groups[i].resolve(r.ids);
+          else groups[i].reject(fromNative(new Error(r.error)));
+        });
+      },
+      (e) => {
+        const err = fromNative(e);
+        for (const g of groups) g.reject(err);
+      },
+    );
+  }
+
+  handle<O>(id: string, taskId: string): RunHandle<O> {
+    return {
+      id,
+      taskId,
+      result: (opts?: ResultOptions) => this.result<O>(id, opts),
+    };
+  }
+
+  async result<O>(id: string, opts?: ResultOptions): Promise<O> {
+    const timeout = opts?.timeout === undefined ? undefined : toMs('timeout', opts.timeout);
+    const nat = this.open();
+    let text: string;
+    try {
+      text = await nat.waitResult(id, timeout);
+    } catch (e) {
+      throw fromNative(e);
+    }
+    const out = JSON.parse(text) as { status: string; output?: O; error?: StoredError };
+    if (out.status === 'completed') return out.output as O;
+    if (out.status === 'failed') {
+      const err = out.error ?? { name: 'Error', message: 'unknown error' };
+      throw new DurablyError('E_RUN_FAILED', `run ${id} failed: ${err.name}: ${err.message}`, { cause: err });
+    }
+    throw new DurablyError('E_RUN_FAILED', `run ${id} ended as ${out.status}`);
+  }
+
+  // ---- management ---------------------------------------------------------------
+
+  getRun(id: string): Run | null {
+    if (typeof id !== 'string') throw badOption('id', 'runs.get(id) takes a run id string');
+    const nat = this.open();
+    const text = native(() => nat.getRun(id));
+    if (text === null) return null;
+    const run = dates(JSON.parse(text)) as Run;
+    run.steps = (run.steps ?? []).map((s) => dates(s as unknown as Record<string, unknown>) as unknown as Run['steps'][number]);
+    return run;
+  }
+
+  listRuns(opts: ListRunsOptions = {}): RunList {
+    if (opts === null || typeof opts !== 'object') throw badOption('runs.list', 'takes an options object');
+    const filter: Record<string, unknown> = {};
+    if (opts.taskId !== undefined) filter.taskId = opts.taskId;
+    if (opts.status !== undefined) {
+      const ok = ['delayed', 'queued', 'running', 'waiting', 'completed', 'failed', 'cancelled', 'skipped'];
+      if (!ok.includes(opts.status)) throw badOption('status', `must be one of ${ok.join(', ')}`);
+      filter.status = opts.status;
+    }
+    if (opts.tag !== undefined) filter.tag = opts.tag;
+    if (opts.since !== undefined) filter.since = toTime('since', opts.since);
+    if (opts.limit !== undefined) {
+      if (!Number.isInteger(opts.limit) || opts.limit < 1) throw badOption('limit', 'must be a positive integer (at most 1000 is used)');
+      filter.limit = opts.limit;
+    }
+    if (opts.cursor !== undefined) filter.cursor = opts.cursor;
+    const nat = this.open();
+    const page = JSON.parse(native(() => nat.listRuns(JSON.stringify(filter)))) as RunList;
+    page.runs.forEach((r) => dates(r as unknown as Record<string, unknown>));
+    return page;
+  }
+
+  stats(): Stats {
+    const nat = this.open();
+    const s = JSON.parse(native(() => nat.stats()));
+    return { ready: s.ready, delayed: s.delayed, running: s.running, waitingForTask: s.waitingForTask };
+  }
+
+  now(): number {
+    return this.open().now();
+  }
+
+  // ---- executor -----------------------------------------------------------------
+
+  private room(): number {
+    // A run's slot frees when its function returns, before its completion is durable;
+    // cap the completions waiting for the disk so that backlog stays bounded.
+    const c = this.config.concurrency;
+    return c - this.inflight - Math.max(0, this.unacked - c);
+  }
+
+  private async claimLoop(): Promise<void> {
+    while (this.started && this.nat) {
+      const room = this.room();
+      if (room <= 0) {
+        await new Promise<void>((r) => (this.slotWaiter = r));
+        continue;
+      }
+      let text: string | null;
+      try {
+        text = await this.nat.claim(room);
+      } catch (e) {
+        if (!this.started) break;
+        console.error('[durably] claim failed:', fromNative(e));
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      if (text === null) break;
+      const claimed = JSON.parse(text) as Claimed[];
+      for (const c of claimed) void this.execute(c);
+    }
+  }
+
+  private freeSlot(): void {
+    const w = this.slotWaiter;
+    if (w && this.room() > 0) {
+      this.slotWaiter = null;
+      w();
+    }
+    if (this.inflight === 0 && this.unacked === 0) {
+      const ws = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const r of ws) r();
+    }
+  }
+
+  /** Queues an op; resolves once it (and the rest of its batch) is durable. */
+  private report(op: string): Promise<void> {
+    this.ops.push(op);
+    this.unacked++;
+    const p = new Promise<void>((resolve, reject) => this.opWaiters.push({ resolve, reject }));
+    if (!this.reportScheduled) {
+      this.reportScheduled = true;
+      setImmediate(() => this.flushReports());
+    }
+    return p.finally(() => {
+      this.unacked--;
+      this.freeSlot();
+    });
+  }
+
+  private flushReports(): void {
+    this.reportScheduled = false;
+    const ops = this.ops;
+    const waiters = this.opWaiters;
+    this.ops = [];
+    this.opWaiters = [];
+    const nat = this.nat;
+    if (!nat) {
+      const e = new DurablyError('E_CLOSED', 'the engine is shut down; call start() again to reopen it');
+      for (const w of waiters) w.reject(e);
+      return;
+    }
+    nat.report(`[${ops.join(',')}]`).then(
+      () => {
+        for (const w of waiters) w.resolve();
+      },
+      (e) => {
+        const err = fromNative(e);
+        for (const w of waiters) w.reject(err);
+      },
+    );
+  }
+
+  private warnOnce(key: string, message: string): void {
+    if (this.warned.has(key)) return;
+    this.warned.add(key);
+    console.warn(`[durably] ${message}`);
+  }
+
+  private async execute(c: Claimed): Promise<void> {
+    this.inflight++;
+    try {
+      await new Invocation(this, c).run();
+    } catch (e) {
+      if (this.started) console.error(`[durably] run ${c.id} could not be reported:`, e);
+    } finally {
+      this.inflight--;
+      this.freeSlot();
+    }
+  }
+
+  /** Internal hooks for `Invocation`. */
+  _report(op: string): Promise<void> {
+    return this.report(op);
+  }
+  _warnOnce(key: string, message: string): void {
+    this.warnOnce(key, message);
+  }
+  _now(): number {
+    return this.nat ? this.nat.now() : Date.now();
+  }
+  get _signal(): AbortSignal {
+    return this.abort.signal;
+  }
+
+  /** Resolves when no run is executing and every report is durable. */
+  whenIdle(): Promise<void> {
+    if (this.inflight === 0 && this.unacked === 0) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  // ---- lifecycle ----------------------------------------------------------------
+
+  async shutdown(opts?: ShutdownOptions): Promise<void> {
+    const timeout = toMs('timeout', opts?.timeout ?? '10s');
+    if (!this.nat) return;
+    this.started = false;
+    this.slotWaiter?.();
+    this.slotWaiter = null;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<void>((r) => (timer = setTimeout(r, timeout)));
+    await Promise.race([this.whenIdle(), timedOut]);
+    clearTimeout(timer);
+    this.abort.abort(new DurablyError('E_CLOSED', 'the engine is shutting down'));
+    this.closeNow();
+    await this.loop;
+    this.loop = null;
+  }
+
+  /** Closes the store at once (runs still executing are replayed on the next start). */
+  closeNow(): void {
+    const nat = this.nat;
+    if (!nat) return;
+    this.started = false;
+    this.nat = null;
+    if (this.exitHook) process.removeListener('exit', this.exitHook);
+    if (this.signalHook) {
+      process.removeListener('SIGTERM', this.signalHook);
+      process.removeListener('SIGINT', this.signalHook);
+    }
+    this.exitHook = null;
+    this.signalHook = null;
+    try {
+      nat.close();
+    } catch (e) {
+      console.error('[durably] close failed:', fromNative(e));
+    }
+    this.slotWaiter?.();
+    this.slotWaiter = null;
+  }
+}
+
+class Invocation {
+  private readonly seen = new Map<string, number>();
+  private readonly memo: Map<string, ClaimedStep>;
+  private stepsInFlight = 0;
+  private suspendOp: string | null = null;
+  private suspended: (() => void) | null = null;
+  private readonly suspendedP: Promise<void>;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly c: Claimed,
+  ) {
+    this.memo = new Map(c.steps.map((s) => [s.key, s]));
+    this.suspendedP = new Promise((r) => (this.suspended = r));
+  }
+
+  private logger(): Logger {
+    const prefix = `[durably ${this.c.task} ${this.c.id}]`;
+    return {
+      debug: (m, d) => (d === undefined ? console.debug(prefix, m) : console.debug(prefix, m, d)),
+      info: (m, d) => (d === undefined ? console.info(prefix, m) : console.info(prefix, m, d)),
+      warn: (m, d) => (d === undefined ? console.warn(prefix, m) : console.warn(prefix, m, d)),
+      error: (m, d) => (d === undefined ? console.error(prefix, m) : console.error(prefix, m, d)),
+    };
+  }
+
+  async run(): Promise<void> {
+    const c = this.c;
+    const def = this.engine.tasks.get(c.task);
+    if (!def) {
+      await this.engine._report(`{"op":"release","run":${JSON.stringify(c.id)}}`);
+      return;
+    }
+    const step: StepApi = { run: (id, fn) => this.step(id, fn) };
+    const ctx: TaskContext = {
+      step,
+      run: { id: c.id, taskId: c.task, tags: c.tags ?? [], createdAt: new Date(c.createdAt) },
+      attempt: c.attempt,
+      logger: this.logger(),
+      signal: this.engine._signal,
+    };
+    const run = (async () => def.run(c.payload, ctx))();
+    let outcome: { ok: true; value: unknown } | { ok: false; error: unknown } | null;
+    try {
+      outcome = await Promise.race([run.then((value) => ({ ok: true as const, value })), this.suspendedP.then(() => null)]);
+    } catch (error) {
+      outcome = { ok: false, error };
+    }
+    if (this.suspendOp !== null) {
+      // A retriable step failure: wait for the other steps in flight to be stored first.
+      await this.suspendedP;
+      await this.engine._report(this.suspendOp);
+      return;
+    }
+    const id = JSON.stringify(c.id);
+    if (outcome === null) return;
+    if (outcome.ok) {
+      let output: string;
+      try {
+        output = toJson(outcome.value, `the output of run ${c.id}`, this.engine.config.maxPayloadBytes);
+      } catch (e) {
+        await this.engine._report(`{"op":"fail","run":${id},"nonRetriable":true,"error":${JSON.stringify(serializeError(e))}}`);
+        return;
+      }
+      await this.engine._report(`{"op":"complete","run":${id},"output":${output}}`);
+      return;
+    }
+    const err = outcome.error;
+    let extra = '';
+    if (err instanceof NonRetriableError || (err instanceof DurablyError && err.code === 'E_PAYLOAD_NOT_JSON')) extra = ',"nonRetriable":true';
+    else if (err instanceof RetryAfterError) extra = `,"retryAt":${this.retryAt(err)}`;
+    await this.engine._report(`{"op":"fail","run":${id}${extra},"error":${JSON.stringify(serializeError(err))}}`);
+  }
+
+  private retryAt(err: RetryAfterError): number {
+    const a = err.after;
+    if (a instanceof Date) return Math.max(0, a.getTime());
+    try {
+      return this.engine._now() + toMs('RetryAfterError.after', a);
+    } catch {
+      return this.engine._now();
+    }
+  }
+
+  private async step<T>(id: string, fn: (info: { attempt: number }) => T | Promise<T>): Promise<Awaited<T>> {
+    if (typeof id !== 'string' || id.length === 0 || id.length > 256) {
+      throw badOption('step id', 'step.run(id, fn) needs an id: a non-empty string of at most 256 characters');
+    }
+    if (typeof fn !== 'function') throw badOption('step fn', `step.run("${id}", fn) needs a function`);
+    if (this.suspendOp !== null) return never;
+    const n = this.seen.get(id) ?? 0;
+    this.seen.set(id, n + 1);
+    const key = n === 0 ? id : `${id}:${n}`;
+    if (n === 1) {
+      this.engine._warnOnce(`${this.c.task}\0${id}`, `task "${this.c.task}" uses step id "${id}" more than once in a run; the repeats are stored as "${id}:1", "${id}:2" … — give each step its own id so that changing the code keeps results matched`);
+    }
+    const m = this.memo.get(key);
+    if (m?.status === 'completed') return (m.output ?? null) as Awaited<T>;
+    if (m?.status === 'failed') throw deserializeError(m.error ?? { name: 'Error', message: 'step failed' });
+    const attempt = (m?.attempts ?? 0) + 1;
+    const run = JSON.stringify(this.c.id);
+    const k = JSON.stringify(key);
+    this.stepsInFlight++;
+    try {
+      let value: Awaited<T>;
+      try {
+        value = await fn({ attempt });
+      } catch (err) {
+        const error = JSON.stringify(serializeError(err));
+        const final = err instanceof NonRetriableError || attempt >= this.c.maxAttempts;
+        if (final) {
+          await this.engine._report(`{"op":"stepFailed","run":${run},"key":${k},"attempt":${attempt},"error":${error}}`);
+          throw err;
+        }
+        const at = err instanceof RetryAfterError ? `,"retryAt":${this.retryAt(err)}` : '';
+        this.suspendOp ??= `{"op":"retryStep","run":${run},"key":${k},"attempt":${attempt}${at},"error":${error}}`;
+        return never;
+      }
+      let output: string;
+      try {
+        output = toJson(value, `the output of step "${key}"`, this.engine.config.maxPayloadBytes);
+      } catch (e) {
+        await this.engine._report(`{"op":"stepFailed","run":${run},"key":${k},"attempt":${attempt},"error":${JSON.stringify(serializeError(e))}}`);
+        throw new NonRetriableError((e as Error).message, { cause: e });
+      }
+      await this.engine._report(`{"op":"step","run":${run},"key":${k},"attempt":${attempt},"output":${output}}`);
+      return JSON.parse(output) as Awaited<T>;
+    } finally {
+      this.stepsInFlight--;
+      if (this.suspendOp !== null && this.stepsInFlight === 0) this.suspended?.();
+    }
+  }
+}

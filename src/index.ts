@@ -1,0 +1,111 @@
+/**
+ * durably — durable background jobs that run inside your own Node server.
+ *
+ * ```ts
+ * import { task, start } from 'durably';
+ * export const hello = task({ id: 'hello', run: async (p: { name: string }, { step }) => {
+ *   return step.run('greet', () => `hello ${p.name}`);
+ * }});
+ * await start();
+ * const h = await hello.trigger({ name: 'Ada' });
+ * await h.result(); // 'hello Ada'
+ * ```
+ */
+import { Engine, resolveConfig, retryPolicyJson, validateTaskId, type TaskDef } from './engine';
+import { DurablyError, badOption } from './errors';
+import type { ConfigureOptions, ListRunsOptions, Run, RunHandle, RunList, ShutdownOptions, Stats, Task, TaskOptions, TriggerOptions } from './types';
+
+export * from './types';
+export { DurablyError, NonRetriableError, RetryAfterError } from './errors';
+export type { ErrorCode, StoredError } from './errors';
+
+// One engine per process, even when this module is evaluated several times (Next.js
+// bundles, HMR): it lives on globalThis.
+const KEY = Symbol.for('durably.engine');
+type Global = typeof globalThis & { [KEY]?: Engine };
+
+function engine(): Engine {
+  const g = globalThis as Global;
+  return (g[KEY] ??= new Engine(resolveConfig({})));
+}
+
+/** Builds a task on an engine (shared by `task()` and the testing helper). */
+export function defineTask<P, O>(getEngine: () => Engine, opts: TaskOptions<P, O>): Task<P, Awaited<O>> {
+  if (opts === null || typeof opts !== 'object') throw badOption('task', 'task() takes an options object: task({ id, run })');
+  const id = validateTaskId(opts.id);
+  if (typeof opts.run !== 'function') throw badOption('run', `task "${id}" needs a run function: task({ id, run: async (payload, { step }) => … })`);
+  const known = ['id', 'run', 'retry'];
+  for (const k of Object.keys(opts)) {
+    if (!known.includes(k)) throw badOption(k, `unknown task option; known options are ${known.join(', ')}`);
+  }
+  const policyJson = retryPolicyJson(opts.retry);
+  getEngine().register({ id, run: opts.run as TaskDef["run"], policyJson });
+  return {
+    id,
+    async trigger(payload: P, options?: TriggerOptions) {
+      const e = getEngine();
+      const [runId] = await e.submitGroup([e.triggerItem(id, payload, options)]);
+      return e.handle<Awaited<O>>(runId, id);
+    },
+    async batchTrigger(items: Array<{ payload: P; options?: TriggerOptions }>) {
+      if (!Array.isArray(items)) throw badOption('items', 'batchTrigger takes an array of { payload, options? }');
+      if (items.length === 0) return [];
+      if (items.length > 10_000) throw badOption('items', 'at most 10000 runs per batchTrigger call');
+      const e = getEngine();
+      const json = items.map((it, i) => {
+        if (it === null || typeof it !== 'object') throw badOption(`items[${i}]`, 'must be { payload, options? }');
+        return e.triggerItem(id, it.payload, it.options);
+      });
+      const ids = await e.submitGroup(json);
+      return ids.map((runId) => e.handle<Awaited<O>>(runId, id));
+    },
+  };
+}
+
+/** Defines (or, for an id already defined, replaces) a task. Never opens the store. */
+export function task<P = void, O = unknown>(opts: TaskOptions<P, O>): Task<P, Awaited<O>> {
+  return defineTask(engine, opts);
+}
+
+/** Triggers a task by id. Rejects with `E_UNKNOWN_TASK` if no task has that id here. */
+export async function trigger<O = unknown>(taskId: string, payload?: unknown, opts?: TriggerOptions): Promise<RunHandle<O>> {
+  const e = engine();
+  const [runId] = await e.submitGroup([e.triggerItem(taskId, payload, opts)]);
+  return e.handle<O>(runId, taskId);
+}
+
+/** Sets engine options. Call before anything opens the store (`start()`, a trigger …). */
+export function configure(opts: ConfigureOptions): void {
+  const e = engine();
+  const config = resolveConfig(opts);
+  if (e.isOpen) {
+    throw new DurablyError('E_BAD_OPTION', 'configure() must be called before the engine opens its store (before start(), the first trigger or runs.get); call shutdown() first to change it');
+  }
+  e.config = config;
+}
+
+/** Opens the store and starts executing runs (idempotent). Runs left unfinished by an earlier process resume. */
+export async function start(): Promise<void> {
+  await engine().start();
+}
+
+/** Stops taking work, waits (up to `timeout`) for executing runs, flushes and closes the store. */
+export async function shutdown(opts?: ShutdownOptions): Promise<void> {
+  await engine().shutdown(opts);
+}
+
+export const runs = {
+  /** A run with its steps, or null if no run has this id. */
+  async get(id: string): Promise<Run | null> {
+    return engine().getRun(id);
+  },
+  /** Runs newest first, filtered by task, status, tag and creation time; paginated. */
+  async list(opts?: ListRunsOptions): Promise<RunList> {
+    return engine().listRuns(opts);
+  },
+};
+
+/** Queue depths of this process's engine. */
+export async function stats(): Promise<Stats> {
+  return engine().stats();
+}

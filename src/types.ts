@@ -1,0 +1,178 @@
+/** Public types of durably. */
+import type { StoredError } from './errors';
+
+/** Milliseconds, or a string such as '500ms', '30s', '5m', '1h30m', '3 days', '2 weeks'. */
+export type Duration = number | string;
+
+export type RunStatus =
+  | 'delayed'
+  | 'queued'
+  | 'running'
+  | 'waiting'
+  | 'completed'
+  | 'failed'
+  | 'cancelled'
+  | 'skipped';
+
+export interface RetryOptions {
+  /** Attempts in all, the first included (default 4). */
+  maxAttempts?: number;
+  /** Each delay is the previous one times `factor` (default 2). */
+  factor?: number;
+  /** Delay before the second attempt (default '1s'). */
+  minTimeout?: Duration;
+  /** Longest delay (default '1h'). */
+  maxTimeout?: Duration;
+  /** Multiply each delay by a random factor in [1, 2) (default true). */
+  randomize?: boolean;
+}
+
+export interface Logger {
+  debug(message: string, data?: unknown): void;
+  info(message: string, data?: unknown): void;
+  warn(message: string, data?: unknown): void;
+  error(message: string, data?: unknown): void;
+}
+
+export interface StepApi {
+  /**
+   * Runs `fn` once and stores its JSON result durably; on a replay (after a retry, a
+   * restart or a crash) returns the stored result without running `fn` again. Each step
+   * has its own retry budget. Run several at once with `Promise.all`.
+   */
+  run<T>(id: string, fn: (info: { attempt: number }) => T | Promise<T>): Promise<Awaited<T>>;
+}
+
+export interface RunInfo {
+  id: string;
+  taskId: string;
+  tags: string[];
+  createdAt: Date;
+}
+
+export interface TaskContext {
+  step: StepApi;
+  run: RunInfo;
+  /** 1-based attempt of the run's own code (steps count their attempts separately). */
+  attempt: number;
+  logger: Logger;
+  /** Aborts when the engine shuts down while this run is executing. */
+  signal: AbortSignal;
+}
+
+export interface TriggerOptions {
+  /** Start no sooner than this long from now. */
+  delay?: Duration;
+  /** Start no sooner than this time. */
+  runAt?: Date | string | number;
+  /** Up to 20 strings (1–128 characters) to filter runs by: `runs.list({ tag })`. */
+  tags?: string[];
+}
+
+export interface ResultOptions {
+  /** Reject with `E_TIMEOUT` if the run has not ended after this long (real time). */
+  timeout?: Duration;
+}
+
+export interface RunHandle<O = unknown> {
+  id: string;
+  taskId: string;
+  /**
+   * The run's output once it completes. Rejects with `E_RUN_FAILED` (its `cause` is the
+   * stored error) if it failed, or `E_TIMEOUT`.
+   */
+  result(opts?: ResultOptions): Promise<O>;
+}
+
+export interface TaskOptions<P, O> {
+  /** Unique and stable: the durable identity of the task. */
+  id: string;
+  run: (payload: P, ctx: TaskContext) => O | Promise<O>;
+  retry?: RetryOptions;
+}
+
+export interface Task<P, O> {
+  readonly id: string;
+  /** Enqueues a run durably; resolves once it is on disk. */
+  trigger(payload: P, opts?: TriggerOptions): Promise<RunHandle<O>>;
+  /** Enqueues many runs in one durable write: all of them or none. */
+  batchTrigger(items: Array<{ payload: P; options?: TriggerOptions }>): Promise<RunHandle<O>[]>;
+}
+
+export type PayloadOf<T> = T extends Task<infer P, unknown> ? P : never;
+export type OutputOf<T> = T extends Task<unknown, infer O> ? O : never;
+
+export interface StepInfo {
+  id: string;
+  status: 'completed' | 'failed' | 'retrying';
+  attempts: number;
+  output?: unknown;
+  error?: StoredError;
+  endedAt: Date;
+}
+
+export interface Run<P = unknown, O = unknown> {
+  id: string;
+  taskId: string;
+  status: RunStatus;
+  payload: P;
+  output?: O;
+  error?: StoredError;
+  attempts: number;
+  tags: string[];
+  createdAt: Date;
+  startedAt?: Date;
+  endedAt?: Date;
+  /** When a delayed run (a delayed trigger or a retry) becomes ready. */
+  readyAt?: Date;
+  steps: StepInfo[];
+}
+
+export interface ListRunsOptions {
+  taskId?: string;
+  status?: RunStatus;
+  tag?: string;
+  /** Only runs created at or after this time. */
+  since?: Date | string | number;
+  /** Page size: default 50, at most 1000. */
+  limit?: number;
+  /** The `cursor` of the previous page. */
+  cursor?: string;
+}
+
+export interface RunList {
+  /** Newest first; `steps` are not included (use `runs.get`). */
+  runs: Array<Omit<Run, 'steps'>>;
+  /** Present when there may be more runs: pass it back to get the next page. */
+  cursor?: string;
+}
+
+export interface ConfigureOptions {
+  /** Folder of the embedded store (default './.durably', env DURABLY_DATA_DIR). */
+  dataDir?: string;
+  /** Runs executing at once in this process (default 100, env DURABLY_CONCURRENCY). */
+  concurrency?: number;
+  /**
+   * 'sync' (default): acknowledged means fsynced. 'batched': synced every
+   * `flushInterval` (default 100 ms); a power loss can lose that much acknowledged work.
+   */
+  durability?: 'sync' | 'batched';
+  flushInterval?: Duration;
+  /** Largest payload, step output or run output, in bytes of JSON (default 4 MiB). */
+  maxPayloadBytes?: number;
+  /** sled's page cache (default 64 MiB). */
+  cacheBytes?: number;
+}
+
+export interface ShutdownOptions {
+  /** How long to wait for executing runs to reach their next durable point (default '10s'). */
+  timeout?: Duration;
+}
+
+export interface Stats {
+  ready: number;
+  delayed: number;
+  running: number;
+  /** Runs whose task is not registered in this process: they wait. */
+  waitingForTask: number;
+}
