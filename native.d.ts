@@ -18,6 +18,10 @@ export declare class NativeEngine {
    * entry per group: `{ ids }` or `{ error: "E_CODE: message" }`.
    */
   trigger(groupsJson: string): Promise<string>
+  /** `eventsJson`: `[{ id?, name, data?, ts? }, …]`. Resolves with the event ids (JSON). */
+  send(eventsJson: string): Promise<string>
+  /** Completes a token with `dataJson`; resolves with whether a waiting run resumed. */
+  completeToken(token: string, dataJson: string): Promise<boolean>
   /** Resolves with a JSON array of claimed runs, or null once the engine closes. */
   claim(max: number): Promise<string | null>
   /** Applies a JSON array of ops; resolves once they are durable. */
@@ -34,6 +38,15 @@ export declare class NativeEngine {
   /** Settles a pending claim, commits and syncs everything, releases the data folder. */
   close(): void
 }
+
+/** Parses an `if` expression, for errors at the call that gives it. */
+export declare function checkExpression(option: string, src: string): void
+
+/**
+ * Checks a task policy (`{ retry, on }`) without opening anything: bad options fail at
+ * `task()` time.
+ */
+export declare function checkPolicy(policyJson: string): void
 
 /** Every error code the core produces (docs/errors.md documents each). */
 export declare function errorCodes(): Array<string>

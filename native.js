@@ -836,5 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeEngine = nativeBinding.NativeEngine
+module.exports.checkExpression = nativeBinding.checkExpression
+module.exports.checkPolicy = nativeBinding.checkPolicy
 module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.parseDuration = nativeBinding.parseDuration

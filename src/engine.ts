@@ -12,11 +12,18 @@
  *   flight finish and are stored, then `retryStep` hands the run back to the core, which
  *   schedules the next attempt.
  */
+import { randomUUID } from 'node:crypto';
 import * as path from 'node:path';
 import { DurablyError, NonRetriableError, RetryAfterError, badOption, deserializeError, fromNative, native, serializeError, type StoredError } from './errors';
 import { toJson } from './json';
 import type {
   ConfigureOptions,
+  DurablyEvent,
+  EventInput,
+  OnOption,
+  Task,
+  Token,
+  WaitForEventOptions,
   Duration,
   ListRunsOptions,
   Logger,
@@ -54,21 +61,32 @@ export interface TaskDef {
   policyJson: string;
 }
 
+/** About 1,000 years: longer durations are typos, and would overflow times. */
+const MAX_DURATION_MS = 3.2e13;
+/** The latest time a JS Date can hold. */
+const MAX_TIME_MS = 8.64e15;
+
 /** Milliseconds from a duration option; `E_BAD_DURATION` names the option. */
 export function toMs(option: string, value: Duration): number {
   if (typeof value === 'number') {
-    if (!Number.isFinite(value) || value < 0) {
+    if (!Number.isFinite(value) || value < 0 || value > MAX_DURATION_MS) {
       throw new DurablyError('E_BAD_DURATION', `option \`${option}\`: ${value} is not a duration; use a number of milliseconds >= 0 or a string like '30s', '5m', '3 days'`, { option });
     }
     return Math.round(value);
   }
-  if (typeof value === 'string') return native(() => addon.parseDuration(option, value));
+  if (typeof value === 'string') {
+    const ms = native(() => addon.parseDuration(option, value));
+    if (ms > MAX_DURATION_MS) {
+      throw new DurablyError('E_BAD_DURATION', `option \`${option}\`: ${value} is too long; the longest duration is about 1,000 years`, { option });
+    }
+    return ms;
+  }
   throw new DurablyError('E_BAD_DURATION', `option \`${option}\`: expected a number of milliseconds or a string like '30s', got ${typeof value}`, { option });
 }
 
-function toTime(option: string, value: Date | string | number): number {
+export function toTime(option: string, value: Date | string | number): number {
   const ms = value instanceof Date ? value.getTime() : typeof value === 'string' ? Date.parse(value) : value;
-  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) {
+  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0 || ms > MAX_TIME_MS) {
     throw badOption(option, `${String(value)} is not a valid time; pass a Date, an ISO 8601 string or milliseconds since the epoch`);
   }
   return Math.round(ms);
@@ -81,6 +99,32 @@ export function validateTaskId(id: unknown): string {
     throw badOption('id', `task id ${JSON.stringify(id)} must be 1–128 characters of letters, digits and . _ : / - (starting with a letter or digit)`);
   }
   return id;
+}
+
+/** The JSON policy of a task (`{ retry, on }`), checked by the core without opening anything. */
+export function policyJson(retry: RetryOptions | undefined, on: OnOption | undefined): string {
+  const r = JSON.parse(retryPolicyJson(retry)) as Record<string, unknown>;
+  if (on !== undefined) r.on = onSpecs(on);
+  const text = JSON.stringify(r);
+  native(() => addon.checkPolicy(text));
+  return text;
+}
+
+function onSpecs(on: OnOption): Array<{ event: string; if?: string }> {
+  const list = Array.isArray(on) ? on : [on];
+  if (list.length === 0) throw badOption('on', 'list at least one event name');
+  return list.map((o, i) => {
+    const opt = Array.isArray(on) ? `on[${i}]` : 'on';
+    if (typeof o === 'string') {
+      if (o.length === 0 || o.length > 256) throw badOption(opt, 'an event name is a string of 1 to 256 characters');
+      return { event: o };
+    }
+    if (o === null || typeof o !== 'object' || typeof o.event !== 'string' || o.event.length === 0) {
+      throw badOption(opt, "must be an event name or { event: 'name', if?: 'expression' }");
+    }
+    if (o.if !== undefined && typeof o.if !== 'string') throw badOption(`${opt}.if`, 'must be an expression string');
+    return o.if === undefined ? { event: o.event } : { event: o.event, if: o.if };
+  });
 }
 
 export function retryPolicyJson(retry: RetryOptions | undefined): string {
@@ -131,10 +175,12 @@ export function resolveConfig(opts: ConfigureOptions, env: NodeJS.ProcessEnv = p
 
 interface ClaimedStep {
   key: string;
-  status: 'completed' | 'failed' | 'retrying';
+  status: 'completed' | 'failed' | 'retrying' | 'waiting';
   attempts: number;
   output?: unknown;
   error?: StoredError;
+  wakeAt?: number;
+  child?: string;
 }
 
 interface Claimed {
@@ -144,7 +190,9 @@ interface Claimed {
   attempt: number;
   maxAttempts: number;
   createdAt: number;
+  now: number;
   tags?: string[];
+  event?: DurablyEvent;
   steps: ClaimedStep[];
 }
 
@@ -157,7 +205,7 @@ interface PendingGroup {
 const never = new Promise<never>(() => {});
 
 function dates<T extends Record<string, unknown>>(v: T): T {
-  for (const k of ['createdAt', 'startedAt', 'endedAt', 'readyAt']) {
+  for (const k of ['createdAt', 'startedAt', 'endedAt', 'readyAt', 'wakeAt']) {
     if (typeof v[k] === 'number') (v as Record<string, unknown>)[k] = new Date(v[k] as number);
   }
   return v;
@@ -209,7 +257,12 @@ export class Engine {
         simSyncDelayMs: c.simSyncDelayMs,
       }),
     );
-    for (const t of this.tasks.values()) native(() => nat.registerTask(t.id, t.policyJson));
+    try {
+      for (const t of this.tasks.values()) native(() => nat.registerTask(t.id, t.policyJson));
+    } catch (e) {
+      nat.close(); // release the data folder: a later start() must not find it locked
+      throw e;
+    }
     this.nat = nat;
     this.abort = new AbortController();
     if (c.dataDir) {
@@ -322,6 +375,53 @@ export class Engine {
     throw new DurablyError('E_RUN_FAILED', `run ${id} ended as ${out.status}`);
   }
 
+  // ---- events and tokens --------------------------------------------------------
+
+  /** One event as JSON text, validated, with its data spliced in. */
+  eventJson(ev: EventInput, i: number | null): string {
+    const where = i === null ? 'event' : `events[${i}]`;
+    if (ev === null || typeof ev !== 'object') throw badOption(where, "an event is { name: 'user/signed-up', data?: {…}, id?: '…' }");
+    if (typeof ev.name !== 'string' || ev.name.length === 0 || ev.name.length > 256) {
+      throw badOption(`${where}.name`, "an event needs a name: a string of 1 to 256 characters, like 'user/signed-up'");
+    }
+    let text = `{"name":${JSON.stringify(ev.name)}`;
+    if (ev.id !== undefined) {
+      if (typeof ev.id !== 'string' || ev.id.length === 0 || ev.id.length > 256) throw badOption(`${where}.id`, 'an event id is a string of 1 to 256 characters');
+      text += `,"id":${JSON.stringify(ev.id)}`;
+    }
+    if (ev.ts !== undefined) text += `,"ts":${toTime(`${where}.ts`, ev.ts)}`;
+    if (ev.data !== undefined) text += `,"data":${toJson(ev.data, `the data of event "${ev.name}"`, this.config.maxPayloadBytes)}`;
+    return text + '}';
+  }
+
+  eventsJson(events: EventInput | EventInput[]): string {
+    const list = Array.isArray(events) ? events : [events];
+    if (list.length > 10_000) throw badOption('events', 'at most 10000 events per send');
+    return `[${list.map((e, i) => this.eventJson(e, Array.isArray(events) ? i : null)).join(',')}]`;
+  }
+
+  async send(events: EventInput | EventInput[]): Promise<{ ids: string[] }> {
+    const json = this.eventsJson(events);
+    const nat = this.open();
+    try {
+      return { ids: JSON.parse(await nat.send(json)) as string[] };
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  async completeToken(token: string | Token, data: unknown): Promise<{ resumed: boolean }> {
+    const id = typeof token === 'string' ? token : token?.id;
+    if (typeof id !== 'string' || id.length === 0) throw badOption('token', 'pass the token (or its id) that step.createToken returned');
+    const json = toJson(data, 'the token data', this.config.maxPayloadBytes);
+    const nat = this.open();
+    try {
+      return { resumed: await nat.completeToken(id, json) };
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
   // ---- management ---------------------------------------------------------------
 
   getRun(id: string): Run | null {
@@ -359,7 +459,7 @@ export class Engine {
   stats(): Stats {
     const nat = this.open();
     const s = JSON.parse(native(() => nat.stats()));
-    return { ready: s.ready, delayed: s.delayed, running: s.running, waitingForTask: s.waitingForTask };
+    return { ready: s.ready, delayed: s.delayed, running: s.running, waiting: s.waiting, waitingForTask: s.waitingForTask };
   }
 
   now(): number {
@@ -480,6 +580,23 @@ export class Engine {
     return this.abort.signal;
   }
 
+  /** No run ready or executing, nothing waiting for the disk (testing helper). */
+  quiet(): boolean {
+    if (this.inflight !== 0 || this.unacked !== 0 || this.triggerQueue.length !== 0 || !this.nat) return false;
+    const s = JSON.parse(this.nat.stats()) as { ready: number; running: number };
+    return s.ready === 0 && s.running === 0;
+  }
+
+  advanceClock(ms: number): void {
+    const nat = this.open();
+    native(() => nat.advance(ms));
+  }
+
+  setClock(ms: number): void {
+    const nat = this.open();
+    native(() => nat.setTime(ms));
+  }
+
   /** Resolves when no run is executing and every report is durable. */
   whenIdle(): Promise<void> {
     if (this.inflight === 0 && this.unacked === 0) return Promise.resolve();
@@ -527,11 +644,40 @@ export class Engine {
   }
 }
 
+/** Thrown inside a tracked step to park the invocation (never escapes to user code). */
+const SUSPEND = Symbol('durably.suspend');
+
+/** Errors thrown into run code by a step that failed for good: not retried again at run level. */
+const finalStepErrors = new WeakSet<object>();
+
+function rethrowable(e: StoredError): Error {
+  const err = deserializeError(e);
+  finalStepErrors.add(err);
+  return err;
+}
+
+function lookupPath(root: unknown, path: string): unknown {
+  let v: unknown = root;
+  for (const seg of path.split('.')) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string, unknown>)[seg];
+  }
+  return v;
+}
+
+/**
+ * One execution of a run, from the top. Steps with a stored result return it; new steps
+ * run. When every branch is parked on a wait (sleep, event, token, child run) or a step
+ * must be retried later, the invocation *suspends*: it reports one ending op and is dropped.
+ */
 class Invocation {
   private readonly seen = new Map<string, number>();
   private readonly memo: Map<string, ClaimedStep>;
   private stepsInFlight = 0;
-  private suspendOp: string | null = null;
+  private retryOp: string | null = null;
+  private readonly waits = new Map<string, string>();
+  private checkScheduled = false;
+  private ended = false;
   private suspended: (() => void) | null = null;
   private readonly suspendedP: Promise<void>;
 
@@ -553,6 +699,20 @@ class Invocation {
     };
   }
 
+  private get parking(): boolean {
+    return this.retryOp !== null || this.waits.size > 0;
+  }
+
+  /** Suspends once no step is in flight and something is parked (after this turn's code ran). */
+  private scheduleCheck(): void {
+    if (this.checkScheduled || this.ended) return;
+    this.checkScheduled = true;
+    setImmediate(() => {
+      this.checkScheduled = false;
+      if (!this.ended && this.stepsInFlight === 0 && this.parking) this.suspended?.();
+    });
+  }
+
   async run(): Promise<void> {
     const c = this.c;
     const def = this.engine.tasks.get(c.task);
@@ -560,7 +720,16 @@ class Invocation {
       await this.engine._report(`{"op":"release","run":${JSON.stringify(c.id)}}`);
       return;
     }
-    const step: StepApi = { run: (id, fn) => this.step(id, fn) };
+    const step: StepApi = {
+      run: (id, fn) => this.step(id, fn),
+      sleep: (id, duration) => this.sleep(id, () => this.engine._now() + toMs('duration', duration)),
+      sleepUntil: (id, until) => this.sleep(id, () => toTime('until', until)),
+      waitForEvent: <N extends string>(id: string, opts: WaitForEventOptions<N>) => this.waitForEvent(id, opts) as Promise<DurablyEvent<N> | null>,
+      sendEvent: (id, events) => this.sendEvent(id, events),
+      invoke: <P, O>(id: string, task: Task<P, O>, payload: P) => this.invoke(id, task, payload) as Promise<O>,
+      createToken: (id, opts) => this.createToken(id, opts),
+      waitForToken: <T>(id: string, token: Token) => this.waitForToken(id, token) as Promise<T | null>,
+    };
     const ctx: TaskContext = {
       step,
       run: { id: c.id, taskId: c.task, tags: c.tags ?? [], createdAt: new Date(c.createdAt) },
@@ -568,6 +737,7 @@ class Invocation {
       logger: this.logger(),
       signal: this.engine._signal,
     };
+    if (c.event) ctx.event = c.event;
     const run = (async () => def.run(c.payload, ctx))();
     let outcome: { ok: true; value: unknown } | { ok: false; error: unknown } | null;
     try {
@@ -575,14 +745,23 @@ class Invocation {
     } catch (error) {
       outcome = { ok: false, error };
     }
-    if (this.suspendOp !== null) {
-      // A retriable step failure: wait for the other steps in flight to be stored first.
-      await this.suspendedP;
-      await this.engine._report(this.suspendOp);
+    if (outcome !== null && this.parking) {
+      // The function settled while something was parked (a branch not awaited): the parked
+      // work still has to happen, so suspend rather than end.
+      await this.suspendedWhenIdle();
+      outcome = null;
+    }
+    this.ended = true;
+    const id = JSON.stringify(c.id);
+    if (outcome === null) {
+      if (this.retryOp !== null) {
+        await this.engine._report(this.retryOp);
+      } else {
+        const waits = [...this.waits.values()].join(',');
+        await this.engine._report(`{"op":"wait","run":${id},"waits":[${waits}]}`);
+      }
       return;
     }
-    const id = JSON.stringify(c.id);
-    if (outcome === null) return;
     if (outcome.ok) {
       let output: string;
       try {
@@ -596,9 +775,19 @@ class Invocation {
     }
     const err = outcome.error;
     let extra = '';
-    if (err instanceof NonRetriableError || (err instanceof DurablyError && err.code === 'E_PAYLOAD_NOT_JSON')) extra = ',"nonRetriable":true';
-    else if (err instanceof RetryAfterError) extra = `,"retryAt":${this.retryAt(err)}`;
+    if (
+      err instanceof NonRetriableError ||
+      (typeof err === 'object' && err !== null && finalStepErrors.has(err)) ||
+      (err instanceof DurablyError && err.code === 'E_PAYLOAD_NOT_JSON')
+    ) {
+      extra = ',"nonRetriable":true';
+    } else if (err instanceof RetryAfterError) extra = `,"retryAt":${this.retryAt(err)}`;
     await this.engine._report(`{"op":"fail","run":${id}${extra},"error":${JSON.stringify(serializeError(err))}}`);
+  }
+
+  private suspendedWhenIdle(): Promise<void> {
+    this.scheduleCheck();
+    return this.suspendedP;
   }
 
   private retryAt(err: RetryAfterError): number {
@@ -611,26 +800,51 @@ class Invocation {
     }
   }
 
-  private async step<T>(id: string, fn: (info: { attempt: number }) => T | Promise<T>): Promise<Awaited<T>> {
+  /** The storage key of a step id: `id`, then `id:1`, `id:2` … when code reuses it. */
+  private key(id: string, what: string): string {
     if (typeof id !== 'string' || id.length === 0 || id.length > 256) {
-      throw badOption('step id', 'step.run(id, fn) needs an id: a non-empty string of at most 256 characters');
+      throw badOption('step id', `step.${what}(id, …) needs an id: a non-empty string of at most 256 characters`);
     }
-    if (typeof fn !== 'function') throw badOption('step fn', `step.run("${id}", fn) needs a function`);
-    if (this.suspendOp !== null) return never;
     const n = this.seen.get(id) ?? 0;
     this.seen.set(id, n + 1);
-    const key = n === 0 ? id : `${id}:${n}`;
     if (n === 1) {
       this.engine._warnOnce(`${this.c.task}\0${id}`, `task "${this.c.task}" uses step id "${id}" more than once in a run; the repeats are stored as "${id}:1", "${id}:2" … — give each step its own id so that changing the code keeps results matched`);
     }
+    return n === 0 ? id : `${id}:${n}`;
+  }
+
+  /**
+   * Runs `work` as a tracked step: suspension waits for it to finish. `work` throws
+   * `SUSPEND` to park the caller (its promise then never settles in this invocation).
+   */
+  private async tracked<T>(work: () => Promise<T>): Promise<T> {
+    this.stepsInFlight++;
+    try {
+      return await work();
+    } catch (e) {
+      if (e !== SUSPEND) throw e;
+    } finally {
+      this.stepsInFlight--;
+      if (this.stepsInFlight === 0 && this.parking) this.scheduleCheck();
+    }
+    return never;
+  }
+
+  private storeStep(key: string, attempt: number, output: string): Promise<void> {
+    return this.engine._report(`{"op":"step","run":${JSON.stringify(this.c.id)},"key":${JSON.stringify(key)},"attempt":${attempt},"output":${output}}`);
+  }
+
+  private async step<T>(id: string, fn: (info: { attempt: number }) => T | Promise<T>): Promise<Awaited<T>> {
+    const key = this.key(id, 'run');
+    if (typeof fn !== 'function') throw badOption('step fn', `step.run("${id}", fn) needs a function`);
+    if (this.parking) return never;
     const m = this.memo.get(key);
     if (m?.status === 'completed') return (m.output ?? null) as Awaited<T>;
-    if (m?.status === 'failed') throw deserializeError(m.error ?? { name: 'Error', message: 'step failed' });
+    if (m?.status === 'failed') throw rethrowable(m.error ?? { name: 'Error', message: 'step failed' });
     const attempt = (m?.attempts ?? 0) + 1;
     const run = JSON.stringify(this.c.id);
     const k = JSON.stringify(key);
-    this.stepsInFlight++;
-    try {
+    return this.tracked(async (): Promise<Awaited<T>> => {
       let value: Awaited<T>;
       try {
         value = await fn({ attempt });
@@ -639,24 +853,131 @@ class Invocation {
         const final = err instanceof NonRetriableError || attempt >= this.c.maxAttempts;
         if (final) {
           await this.engine._report(`{"op":"stepFailed","run":${run},"key":${k},"attempt":${attempt},"error":${error}}`);
+          if (typeof err === 'object' && err !== null) finalStepErrors.add(err);
           throw err;
         }
         const at = err instanceof RetryAfterError ? `,"retryAt":${this.retryAt(err)}` : '';
-        this.suspendOp ??= `{"op":"retryStep","run":${run},"key":${k},"attempt":${attempt}${at},"error":${error}}`;
-        return never;
+        this.retryOp ??= `{"op":"retryStep","run":${run},"key":${k},"attempt":${attempt}${at},"error":${error}}`;
+        throw SUSPEND;
       }
       let output: string;
       try {
         output = toJson(value, `the output of step "${key}"`, this.engine.config.maxPayloadBytes);
       } catch (e) {
         await this.engine._report(`{"op":"stepFailed","run":${run},"key":${k},"attempt":${attempt},"error":${JSON.stringify(serializeError(e))}}`);
-        throw new NonRetriableError((e as Error).message, { cause: e });
+        const err = new NonRetriableError((e as Error).message, { cause: e });
+        finalStepErrors.add(err);
+        throw err;
       }
-      await this.engine._report(`{"op":"step","run":${run},"key":${k},"attempt":${attempt},"output":${output}}`);
+      await this.storeStep(key, attempt, output);
       return JSON.parse(output) as Awaited<T>;
-    } finally {
-      this.stepsInFlight--;
-      if (this.suspendOp !== null && this.stepsInFlight === 0) this.suspended?.();
+    });
+  }
+
+  /**
+   * A durable wait: resolves from the memo when it already resolved (or timed out at the
+   * stored deadline); otherwise parks `spec` and never resolves in this invocation.
+   */
+  private async wait(key: string, spec: (m: ClaimedStep | undefined) => string): Promise<unknown> {
+    if (this.parking && this.retryOp !== null) return never;
+    const m = this.memo.get(key);
+    if (m?.status === 'completed') return m.output ?? null;
+    if (m?.status === 'failed') throw rethrowable(m.error ?? { name: 'Error', message: 'wait failed' });
+    if (m?.status === 'waiting' && m.wakeAt !== undefined && m.wakeAt <= this.c.now && m.child === undefined) {
+      // Its deadline passed: a sleep is over, a wait timed out (null). Memoize that.
+      return this.tracked(async () => {
+        await this.storeStep(key, 1, 'null');
+        return null;
+      });
     }
+    this.waits.set(key, spec(m));
+    this.scheduleCheck();
+    return never;
+  }
+
+  private sleep(id: string, until: () => number): Promise<void> {
+    const key = this.key(id, 'sleep');
+    return this.wait(key, (m) => {
+      const wakeAt = m?.wakeAt ?? until();
+      return `{"kind":"sleep","key":${JSON.stringify(key)},"wakeAt":${wakeAt}}`;
+    }) as Promise<void>;
+  }
+
+  private waitForEvent(id: string, opts: WaitForEventOptions<string>): Promise<unknown> {
+    const key = this.key(id, 'waitForEvent');
+    if (opts === null || typeof opts !== 'object') throw badOption('waitForEvent', "pass { event: 'name', match?, if?, timeout? }");
+    const names = Array.isArray(opts.event) ? opts.event : [opts.event];
+    if (names.length === 0 || names.some((n) => typeof n !== 'string' || n.length === 0 || n.length > 256)) {
+      throw badOption('event', 'waitForEvent needs an event name (or a list of names) of 1 to 256 characters');
+    }
+    if (opts.if !== undefined) {
+      if (typeof opts.if !== 'string') throw badOption('if', 'must be an expression string');
+      native(() => addon.checkExpression('if', opts.if as string));
+    }
+    if (opts.match !== undefined && (typeof opts.match !== 'string' || opts.match.length === 0)) throw badOption('match', "must be a path like 'data.userId'");
+    if (opts.since !== undefined && opts.since !== 'run-start' && opts.since !== 'now') throw badOption('since', "must be 'run-start' or 'now'");
+    const timeoutMs = opts.timeout === undefined ? undefined : toMs('timeout', opts.timeout);
+    return this.wait(key, (m) => {
+      let text = `{"kind":"event","key":${JSON.stringify(key)},"events":${JSON.stringify(names)}`;
+      if (opts.match !== undefined) {
+        const own = this.c.event ?? { data: this.c.payload };
+        text += `,"path":${JSON.stringify(opts.match)},"value":${JSON.stringify(JSON.stringify(lookupPath(own, opts.match) ?? null))}`;
+      }
+      if (opts.if !== undefined) text += `,"if":${JSON.stringify(opts.if)}`;
+      const wakeAt = m?.wakeAt ?? (timeoutMs === undefined ? undefined : this.engine._now() + timeoutMs);
+      if (wakeAt !== undefined) text += `,"wakeAt":${wakeAt}`;
+      if (opts.since === 'now') text += ',"sinceRunStart":false';
+      return text + '}';
+    });
+  }
+
+  private async sendEvent(id: string, events: EventInput | EventInput[]): Promise<{ ids: string[] }> {
+    const key = this.key(id, 'sendEvent');
+    if (this.parking) return never;
+    const m = this.memo.get(key);
+    if (m?.status === 'completed') return m.output as { ids: string[] };
+    // Ids are given here, so that the step's stored result names the events it sent.
+    const list = (Array.isArray(events) ? events : [events]).map((e) =>
+      e !== null && typeof e === 'object' && e.id === undefined ? { ...e, id: `evt_${randomUUID().replace(/-/g, '')}` } : e,
+    );
+    const json = this.engine.eventsJson(list);
+    const ids = list.map((e) => e.id as string);
+    return this.tracked(async () => {
+      await this.engine._report(`{"op":"sendEvent","run":${JSON.stringify(this.c.id)},"key":${JSON.stringify(key)},"events":${json}}`);
+      return { ids };
+    });
+  }
+
+  private invoke(id: string, task: Task<unknown, unknown> | string, payload: unknown): Promise<unknown> {
+    const key = this.key(id, 'invoke');
+    const taskId = typeof task === 'string' ? task : task?.id;
+    if (typeof taskId !== 'string') throw badOption('task', 'step.invoke(id, task, payload) needs a task (or a task id)');
+    const json = toJson(payload, `the payload of step.invoke("${id}")`, this.engine.config.maxPayloadBytes);
+    return this.wait(key, (m) =>
+      m?.child !== undefined
+        ? `{"kind":"child","key":${JSON.stringify(key)},"child":${JSON.stringify(m.child)}}`
+        : `{"kind":"invoke","key":${JSON.stringify(key)},"task":${JSON.stringify(taskId)},"payload":${json}}`,
+    );
+  }
+
+  private createToken(id: string, opts?: { timeout?: Duration }): Promise<Token> {
+    const timeoutMs = opts?.timeout === undefined ? undefined : toMs('timeout', opts.timeout);
+    return this.step(id, (): Token => ({
+      id: `tok_${randomUUID().replace(/-/g, '')}`,
+      expiresAt: timeoutMs === undefined ? null : this.engine._now() + timeoutMs,
+    }));
+  }
+
+  private waitForToken(id: string, token: Token): Promise<unknown> {
+    const key = this.key(id, 'waitForToken');
+    if (token === null || typeof token !== 'object' || typeof token.id !== 'string') {
+      throw badOption('token', 'step.waitForToken(id, token) takes the token that step.createToken returned');
+    }
+    return this.wait(key, (m) => {
+      let text = `{"kind":"token","key":${JSON.stringify(key)},"token":${JSON.stringify(token.id)}`;
+      const wakeAt = m?.wakeAt ?? token.expiresAt ?? undefined;
+      if (wakeAt !== undefined && wakeAt !== null) text += `,"wakeAt":${wakeAt}`;
+      return text + '}';
+    });
   }
 }

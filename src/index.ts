@@ -11,9 +11,9 @@
  * await h.result(); // 'hello Ada'
  * ```
  */
-import { Engine, resolveConfig, retryPolicyJson, validateTaskId, type TaskDef } from './engine';
+import { Engine, policyJson, resolveConfig, validateTaskId, type TaskDef } from './engine';
 import { DurablyError, badOption } from './errors';
-import type { ConfigureOptions, ListRunsOptions, Run, RunHandle, RunList, ShutdownOptions, Stats, Task, TaskOptions, TriggerOptions } from './types';
+import type { ConfigureOptions, EventInput, ListRunsOptions, Run, RunHandle, RunList, ShutdownOptions, Stats, Task, TaskOptions, Token, TriggerOptions } from './types';
 
 export * from './types';
 export { DurablyError, NonRetriableError, RetryAfterError } from './errors';
@@ -24,7 +24,8 @@ export type { ErrorCode, StoredError } from './errors';
 const KEY = Symbol.for('durably.engine');
 type Global = typeof globalThis & { [KEY]?: Engine };
 
-function engine(): Engine {
+/** The process's engine (internal: `durably/next` and `durably/testing` build on it). */
+export function engine(): Engine {
   const g = globalThis as Global;
   return (g[KEY] ??= new Engine(resolveConfig({})));
 }
@@ -34,12 +35,12 @@ export function defineTask<P, O>(getEngine: () => Engine, opts: TaskOptions<P, O
   if (opts === null || typeof opts !== 'object') throw badOption('task', 'task() takes an options object: task({ id, run })');
   const id = validateTaskId(opts.id);
   if (typeof opts.run !== 'function') throw badOption('run', `task "${id}" needs a run function: task({ id, run: async (payload, { step }) => … })`);
-  const known = ['id', 'run', 'retry'];
+  const known = ['id', 'run', 'retry', 'on'];
   for (const k of Object.keys(opts)) {
     if (!known.includes(k)) throw badOption(k, `unknown task option; known options are ${known.join(', ')}`);
   }
-  const policyJson = retryPolicyJson(opts.retry);
-  getEngine().register({ id, run: opts.run as TaskDef["run"], policyJson });
+  const policy = policyJson(opts.retry, opts.on);
+  getEngine().register({ id, run: opts.run as TaskDef['run'], policyJson: policy });
   return {
     id,
     async trigger(payload: P, options?: TriggerOptions) {
@@ -102,6 +103,25 @@ export const runs = {
   /** Runs newest first, filtered by task, status, tag and creation time; paginated. */
   async list(opts?: ListRunsOptions): Promise<RunList> {
     return engine().listRuns(opts);
+  },
+};
+
+/**
+ * Sends events: each is stored (a repeated `id` is ignored), starts a run of every task
+ * subscribed with `on`, and resumes every matching `step.waitForEvent` — in one durable
+ * write. Resolves with the event ids once they are on disk.
+ */
+export async function send<N extends string>(events: EventInput<N> | EventInput<N>[]): Promise<{ ids: string[] }> {
+  return engine().send(events as EventInput | EventInput[]);
+}
+
+export const tokens = {
+  /**
+   * Completes a token of `step.createToken`: the run waiting for it resumes with `data`
+   * (or, if it is not waiting yet, will find `data` when it gets there).
+   */
+  async complete(token: string | Token, data?: unknown): Promise<{ resumed: boolean }> {
+    return engine().completeToken(token, data ?? null);
   },
 };
 

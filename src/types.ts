@@ -34,6 +34,61 @@ export interface Logger {
   error(message: string, data?: unknown): void;
 }
 
+/**
+ * Event payloads by name, for typed `send()`, `on` and `waitForEvent`. Extend it by module
+ * augmentation:
+ * ```ts
+ * declare module 'durably' { interface Events { 'user/signed-up': { email: string } } }
+ * ```
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-interface
+export interface Events {}
+
+/** The data of event `N`: typed when `Events` declares it. */
+export type EventData<N extends string> = N extends keyof Events ? Events[N] : unknown;
+
+/** An event as sent. `id` deduplicates: a second send with the same id is ignored. */
+export interface EventInput<N extends string = string> {
+  name: N;
+  data?: EventData<N>;
+  id?: string;
+  /** Milliseconds since the epoch; defaults to now. */
+  ts?: number;
+}
+
+/** An event as stored and as runs see it. */
+export interface DurablyEvent<N extends string = string> {
+  id: string;
+  name: N;
+  data: EventData<N>;
+  ts: number;
+}
+
+export interface WaitForEventOptions<N extends string> {
+  /** One event name, or several: the first to arrive wins. */
+  event: N | N[];
+  /**
+   * A path whose value must be equal in this run's own event (its trigger event, or
+   * `{ data: payload }`) and the incoming one, e.g. `'data.userId'`.
+   */
+  match?: string;
+  /** A filter expression over `event` (this run's event) and `async` (the incoming one). */
+  if?: string;
+  /** Give up after this long and resolve with `null` (no timeout: wait forever). */
+  timeout?: Duration;
+  /**
+   * `'run-start'` (default): an event that arrived after the run was created but before it
+   * reached this wait still matches. `'now'`: only events from this point on.
+   */
+  since?: 'run-start' | 'now';
+}
+
+export interface Token {
+  id: string;
+  /** When waiting for it gives up (ms since the epoch), if it has a timeout. */
+  expiresAt: number | null;
+}
+
 export interface StepApi {
   /**
    * Runs `fn` once and stores its JSON result durably; on a replay (after a retry, a
@@ -41,6 +96,20 @@ export interface StepApi {
    * has its own retry budget. Run several at once with `Promise.all`.
    */
   run<T>(id: string, fn: (info: { attempt: number }) => T | Promise<T>): Promise<Awaited<T>>;
+  /** Resumes after `duration`, durably: the process may restart meanwhile. */
+  sleep(id: string, duration: Duration): Promise<void>;
+  /** Resumes at `until` (a Date, an ISO string or ms since the epoch), durably. */
+  sleepUntil(id: string, until: Date | string | number): Promise<void>;
+  /** The first matching event, or `null` when `timeout` passes first. */
+  waitForEvent<N extends string>(id: string, opts: WaitForEventOptions<N>): Promise<DurablyEvent<N> | null>;
+  /** Sends events exactly once, even across replays. */
+  sendEvent(id: string, events: EventInput | EventInput[]): Promise<{ ids: string[] }>;
+  /** Starts a child run and resolves with its output; throws `E_RUN_FAILED` if it fails. */
+  invoke<P, O>(id: string, task: Task<P, O>, payload: P): Promise<O>;
+  /** A token to hand out (an email link, a button); complete it with `tokens.complete`. */
+  createToken(id: string, opts?: { timeout?: Duration }): Promise<Token>;
+  /** The data given to `tokens.complete(token.id, data)`, or `null` when the token expires. */
+  waitForToken<T = unknown>(id: string, token: Token): Promise<T | null>;
 }
 
 export interface RunInfo {
@@ -58,6 +127,8 @@ export interface TaskContext {
   logger: Logger;
   /** Aborts when the engine shuts down while this run is executing. */
   signal: AbortSignal;
+  /** The event that started this run, for event-triggered runs. */
+  event?: DurablyEvent;
 }
 
 export interface TriggerOptions {
@@ -84,11 +155,16 @@ export interface RunHandle<O = unknown> {
   result(opts?: ResultOptions): Promise<O>;
 }
 
+/** Which events start a task: a name, several, or with an `if` filter over `event`. */
+export type OnOption = string | { event: string; if?: string } | Array<string | { event: string; if?: string }>;
+
 export interface TaskOptions<P, O> {
   /** Unique and stable: the durable identity of the task. */
   id: string;
   run: (payload: P, ctx: TaskContext) => O | Promise<O>;
   retry?: RetryOptions;
+  /** Start a run (with `payload = event.data`) for every matching event sent with `send()`. */
+  on?: OnOption;
 }
 
 export interface Task<P, O> {
@@ -104,7 +180,11 @@ export type OutputOf<T> = T extends Task<unknown, infer O> ? O : never;
 
 export interface StepInfo {
   id: string;
-  status: 'completed' | 'failed' | 'retrying';
+  status: 'completed' | 'failed' | 'retrying' | 'waiting';
+  /** For a waiting step: when its sleep ends or its wait times out. */
+  wakeAt?: Date;
+  /** For `step.invoke`: the child run. */
+  child?: string;
   attempts: number;
   output?: unknown;
   error?: StoredError;
@@ -123,8 +203,12 @@ export interface Run<P = unknown, O = unknown> {
   createdAt: Date;
   startedAt?: Date;
   endedAt?: Date;
-  /** When a delayed run (a delayed trigger or a retry) becomes ready. */
+  /** When a delayed run (a delayed trigger, a retry, a sleep) becomes ready. */
   readyAt?: Date;
+  /** The event that started the run. */
+  event?: DurablyEvent;
+  /** The run that started this one with `step.invoke`. */
+  parent?: { run: string; key: string };
   steps: StepInfo[];
 }
 
@@ -173,6 +257,8 @@ export interface Stats {
   ready: number;
   delayed: number;
   running: number;
+  /** Runs parked on events, tokens or child runs. */
+  waiting: number;
   /** Runs whose task is not registered in this process: they wait. */
   waitingForTask: number;
 }

@@ -1,28 +1,39 @@
-//! The engine: triggers, the scheduler and the driver protocol.
+//! The engine: triggers, events, the scheduler and the driver protocol.
 //!
 //! The engine never calls user code. The JS executor *claims* batches of due runs
 //! (`claim`, which waits until work is ready), runs them with memoized steps and *reports*
 //! batches of ops (`report`). Rust owns all state, policy and time:
 //!
 //! - a trigger becomes runnable only after its write is durable;
-//! - the queue index (`q/`) holds every run that has not ended; recovery rebuilds the
-//!   in-memory timers from it, so a run that was `running` when the process died is simply
-//!   queued again and replayed with its completed steps memoized;
+//! - the queue index (`q/`) holds every run that has not ended and has a time to run (now,
+//!   a delay, a retry, a sleep's end or a wait's timeout); recovery rebuilds the in-memory
+//!   timers from it, so a run that was `running` when the process died is queued again and
+//!   replayed with its completed steps memoized;
 //! - `running` is kept in memory, not written: claiming costs no write, and a crash turns it
 //!   back into `queued` exactly as recovery requires (see `docs/architecture.md`);
+//! - a run parked on waits (`waiting`) is held by the wait indexes (`waits.rs`), not by JS;
 //! - retries are scheduled here, with the task's policy and seeded jitter.
+//!
+//! Timers are scheduled in memory as soon as their write is queued: the writer applies
+//! writes in order, so anything that happens to the run afterwards is written after it. Only
+//! a *trigger* waits for durability before its run may start.
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::model::{Json, QueueEntry, RunRecord, RunState, RunStatus, StepRecord, StepStatus};
+use crate::expr;
+use crate::model::{
+    EventRecord, Json, ParentRef, QueueEntry, RunRecord, RunState, RunStatus, StepRecord,
+    StepStatus, WaitSpec,
+};
 use crate::retry::{seed, RetryPolicy};
 use crate::state::{transition, Input};
 use crate::store::{Store, Write};
+use crate::waits::{WaitIndex, WaitingRun};
 use crate::writer::{Done, Durability, Writer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,7 +43,7 @@ use tokio::sync::{oneshot, Notify};
 pub struct EngineOptions {
     /// Runs executing at once, engine-wide.
     pub concurrency: usize,
-    /// Largest payload / output / error, in bytes of JSON.
+    /// Largest payload / output / error / event data, in bytes of JSON.
     pub max_payload_bytes: usize,
     pub durability: Durability,
     /// Extra pause per sync, to measure as if on a slower disk (benchmarks only).
@@ -50,11 +61,21 @@ impl Default for EngineOptions {
     }
 }
 
+/// An event subscription of a task: `on: 'name'` or `{ event, if }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct OnSpec {
+    pub event: String,
+    #[serde(default, rename = "if")]
+    pub if_expr: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskPolicy {
     #[serde(default)]
     pub retry: RetryPolicy,
+    #[serde(default)]
+    pub on: Vec<OnSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,8 +91,109 @@ pub struct TriggerItem {
     pub tags: Vec<String>,
 }
 
+/// An event as sent: `id` is generated when absent.
+#[derive(Debug, Deserialize)]
+pub struct EventIn {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub data: Option<Json>,
+    #[serde(default)]
+    pub ts: Option<u64>,
+}
+
+/// A wait as reported by the executor: a `WaitSpec`, or a `step.invoke` whose child run the
+/// engine creates.
+#[derive(Debug)]
+pub enum WaitReq {
+    Invoke {
+        key: String,
+        task: String,
+        payload: Json,
+    },
+    Spec(WaitSpec),
+}
+
+/// The wire form of a wait (`{"kind":"sleep","key":…}`): flat, because serde's tagged
+/// enums buffer their content, which a `RawValue` payload cannot come from.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireWait {
+    kind: String,
+    key: String,
+    #[serde(default)]
+    wake_at: Option<u64>,
+    #[serde(default)]
+    events: Vec<String>,
+    #[serde(default)]
+    path: String,
+    #[serde(default)]
+    value: String,
+    #[serde(default, rename = "if")]
+    if_expr: Option<String>,
+    #[serde(default)]
+    since_run_start: Option<bool>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    child: Option<String>,
+    #[serde(default)]
+    task: Option<String>,
+    #[serde(default)]
+    payload: Option<Json>,
+}
+
+impl WireWait {
+    fn into_req(self) -> Result<WaitReq> {
+        let missing = |f: &str| Error::Internal(format!("wait `{}` lacks `{f}`", self.kind));
+        Ok(match self.kind.as_str() {
+            "sleep" => WaitReq::Spec(WaitSpec::Sleep {
+                wake_at: self.wake_at.ok_or_else(|| missing("wakeAt"))?,
+                key: self.key,
+            }),
+            "event" => {
+                if self.events.is_empty() {
+                    return Err(missing("events"));
+                }
+                WaitReq::Spec(WaitSpec::Event {
+                    key: self.key,
+                    events: self.events,
+                    path: self.path,
+                    value: self.value,
+                    if_expr: self.if_expr,
+                    wake_at: self.wake_at,
+                    since_run_start: self.since_run_start.unwrap_or(true),
+                    after: None,
+                })
+            }
+            "token" => WaitReq::Spec(WaitSpec::Token {
+                token: self.token.clone().ok_or_else(|| missing("token"))?,
+                wake_at: self.wake_at,
+                key: self.key,
+            }),
+            "child" => WaitReq::Spec(WaitSpec::Child {
+                child: self.child.clone().ok_or_else(|| missing("child"))?,
+                key: self.key,
+            }),
+            "invoke" => WaitReq::Invoke {
+                task: self.task.clone().ok_or_else(|| missing("task"))?,
+                payload: self.payload.unwrap_or_else(json_null),
+                key: self.key,
+            },
+            other => return Err(Error::Internal(format!("unknown wait kind {other:?}"))),
+        })
+    }
+}
+
+struct InvokeReq {
+    key: String,
+    task: String,
+    payload: Json,
+}
+
 /// One op of a report from the executor. Ops of one run arrive in the order they happened;
-/// `complete`, `fail`, `retryStep` and `release` end the invocation.
+/// `complete`, `fail`, `retryStep`, `wait` and `release` end the invocation.
 #[derive(Debug)]
 pub enum Op {
     /// A step succeeded; its output is memoized.
@@ -96,6 +218,14 @@ pub enum Op {
         attempt: u32,
         retry_at: Option<u64>,
     },
+    /// `step.sendEvent`: the events are sent and the step memoized in one commit.
+    SendEvent {
+        run: String,
+        key: String,
+        events: Vec<EventIn>,
+    },
+    /// Every branch of the run is parked on these waits: unload it until one resolves.
+    Wait { run: String, waits: Vec<WaitReq> },
     /// The run function returned.
     Complete { run: String, output: Json },
     /// The run function threw (outside a step, or a step's final error was not caught).
@@ -128,10 +258,18 @@ struct WireOp {
     retry_at: Option<u64>,
     #[serde(default)]
     non_retriable: bool,
+    #[serde(default)]
+    events: Option<Vec<EventIn>>,
+    #[serde(default)]
+    waits: Option<Vec<WireWait>>,
 }
 
-fn json_null() -> Json {
+pub(crate) fn json_null() -> Json {
     RawValue::from_string("null".to_string()).unwrap_or_else(|_| unreachable!("null is JSON"))
+}
+
+pub(crate) fn to_raw<T: Serialize>(v: &T) -> Result<Json> {
+    serde_json::value::to_raw_value(v).map_err(|e| Error::Internal(format!("encode: {e}")))
 }
 
 impl Op {
@@ -165,6 +303,20 @@ impl Op {
                 retry_at: w.retry_at,
                 run: w.run,
             },
+            "sendEvent" => Op::SendEvent {
+                key: w.key.clone().ok_or_else(|| missing("key"))?,
+                events: w.events.ok_or_else(|| missing("events"))?,
+                run: w.run,
+            },
+            "wait" => Op::Wait {
+                waits: w
+                    .waits
+                    .ok_or_else(|| missing("waits"))?
+                    .into_iter()
+                    .map(WireWait::into_req)
+                    .collect::<Result<_>>()?,
+                run: w.run,
+            },
             "complete" => Op::Complete {
                 output: w.output.unwrap_or_else(json_null),
                 run: w.run,
@@ -191,6 +343,10 @@ pub struct ClaimedStep {
     pub output: Option<Json>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<Json>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
 }
 
 /// A run handed to the executor.
@@ -203,8 +359,12 @@ pub struct Claimed {
     pub attempt: u32,
     pub max_attempts: u32,
     pub created_at: u64,
+    /// The engine's clock at the claim: waits whose deadline passed have timed out.
+    pub now: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<Json>,
     pub steps: Vec<ClaimedStep>,
 }
 
@@ -240,6 +400,10 @@ pub struct StepView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<Json>,
     pub ended_at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -262,6 +426,10 @@ pub struct RunView {
     pub ended_at: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<Json>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
 }
@@ -288,23 +456,29 @@ pub struct RunPage {
 #[derive(Debug, Clone, Copy, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
+    /// Runs due now (ready to start).
     pub ready: usize,
+    /// Runs with a time in the future (delays, retries, sleeps, wait timeouts).
     pub delayed: usize,
     pub running: usize,
+    /// Runs parked on events, tokens or child runs.
+    pub waiting: usize,
     pub waiting_for_task: usize,
     pub next_wake_at: Option<u64>,
 }
 
-struct RunningRun {
-    task: String,
-    entry: (u64, u64),
-    attempt: u32,
-    started_at: u64,
-    max_attempts: u32,
+pub(crate) struct RunningRun {
+    pub task: String,
+    pub entry: (u64, u64),
+    pub attempt: u32,
+    pub started_at: u64,
+    pub max_attempts: u32,
+    pub parent: Option<ParentRef>,
+    pub event_cursor: Option<(u64, u64)>,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Timer(Reverse<(u64, u64)>, String, String);
+pub(crate) struct Timer(Reverse<(u64, u64)>, String, String);
 
 impl Timer {
     fn from_entry(e: QueueEntry) -> Self {
@@ -319,25 +493,43 @@ impl Timer {
             task: self.2,
         }
     }
+    fn at(&self) -> u64 {
+        (self.0).0 .0
+    }
 }
 
 #[derive(Default)]
-struct Sched {
-    tasks: HashMap<String, TaskPolicy>,
+pub(crate) struct Sched {
+    pub tasks: HashMap<String, TaskPolicy>,
+    /// Event name → subscribed tasks with their compiled `if`.
+    pub subs: HashMap<String, Vec<(String, Option<expr::Expr>)>>,
     /// Runs whose time has not come, soonest first.
     timers: BinaryHeap<Timer>,
     /// Runs ready to start, oldest (ready_at, seq) first.
     ready: BinaryHeap<Timer>,
+    /// The live queue entry of each run that has one; heap entries that differ are stale.
+    pub entries: HashMap<String, (u64, u64)>,
     /// Due runs of tasks this process has not registered: they wait, never fail.
     parked: HashMap<String, Vec<QueueEntry>>,
-    running: HashMap<String, RunningRun>,
+    pub running: HashMap<String, RunningRun>,
+    /// Runs parked on waits, and the indexes that find them.
+    pub waiting: HashMap<String, WaitingRun>,
+    pub index: WaitIndex,
+    /// Events and run outcomes decided but not yet applied to the store: lookups that read
+    /// the store consult these too, so nothing slips between decision and commit.
+    pub pending_events: HashMap<String, EventRecord>,
+    pub pending_outcomes: HashMap<String, Outcome>,
+    pub pending_tokens: HashMap<String, Json>,
     waiters: HashMap<String, Vec<oneshot::Sender<Outcome>>>,
     seq: u64,
     ids: ulid::Generator,
 }
 
 impl Sched {
-    fn schedule(&mut self, e: QueueEntry, now: u64) {
+    pub(crate) fn schedule(&mut self, e: QueueEntry, now: u64) {
+        if self.entries.get(&e.id) != Some(&(e.ready_at, e.seq)) {
+            return; // superseded by a newer entry of the same run
+        }
         if e.ready_at > now {
             self.timers.push(Timer::from_entry(e));
         } else if self.tasks.contains_key(&e.task) {
@@ -347,34 +539,48 @@ impl Sched {
         }
     }
 
+    /// Gives a run a new queue entry at `ready_at` (replacing its old one) and schedules it.
+    pub(crate) fn enqueue(&mut self, id: &str, task: &str, ready_at: u64, now: u64) -> QueueEntry {
+        let seq = self.next_seq();
+        let e = QueueEntry {
+            ready_at,
+            seq,
+            id: id.to_string(),
+            task: task.to_string(),
+        };
+        self.entries.insert(e.id.clone(), (ready_at, seq));
+        self.schedule(e.clone(), now);
+        e
+    }
+
     fn promote(&mut self, now: u64) {
-        while self.timers.peek().is_some_and(|t| (t.0).0 .0 <= now) {
+        while self.timers.peek().is_some_and(|t| t.at() <= now) {
             if let Some(t) = self.timers.pop() {
                 self.schedule(t.entry(), now);
             }
         }
     }
 
-    fn next_id(&mut self, now: u64) -> String {
+    pub(crate) fn next_id(&mut self, prefix: &str, now: u64) -> String {
         let at = UNIX_EPOCH + Duration::from_millis(now);
         let id = self
             .ids
             .generate_from_datetime(at)
             .unwrap_or_else(|_| ulid::Ulid::from_datetime(at));
-        format!("run_{}", id.to_string().to_ascii_lowercase())
+        format!("{prefix}_{}", id.to_string().to_ascii_lowercase())
     }
 
-    fn next_seq(&mut self) -> u64 {
+    pub(crate) fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     store: RwLock<Option<Arc<dyn Store>>>,
     writer: Writer,
-    clock: Arc<dyn Clock>,
-    opts: EngineOptions,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) opts: EngineOptions,
     sched: Mutex<Sched>,
     /// Wakes the claimer: new ready work, a new earlier deadline, a clock jump, shutdown.
     work: Notify,
@@ -383,7 +589,17 @@ struct Inner {
 
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Work decided under the scheduler lock, applied after its commit is durable.
+#[derive(Default)]
+pub(crate) struct AfterCommit {
+    /// New runs: schedulable only once their trigger is durable.
+    pub new_runs: Vec<QueueEntry>,
+    pub finished: Vec<(String, Outcome)>,
+    pub events: Vec<String>,
+    pub tokens: Vec<String>,
 }
 
 impl Engine {
@@ -398,15 +614,50 @@ impl Engine {
         }
         let mut sched = Sched::default();
         let now = clock.now_ms();
+        let mut stale = Vec::new();
+        let mut latest: HashMap<String, QueueEntry> = HashMap::new();
         for e in store.queue()? {
             sched.seq = sched.seq.max(e.seq);
+            match latest.get(&e.id) {
+                Some(prev) if prev.seq > e.seq => stale.push(e),
+                _ => {
+                    if let Some(old) = latest.insert(e.id.clone(), e) {
+                        stale.push(old);
+                    }
+                }
+            }
+        }
+        for e in latest.into_values() {
+            sched.entries.insert(e.id.clone(), (e.ready_at, e.seq));
             sched.schedule(e, now);
+        }
+        let mut cleanup: Vec<Write> = stale
+            .into_iter()
+            .map(|e| Write::Dequeue {
+                ready_at: e.ready_at,
+                seq: e.seq,
+            })
+            .collect();
+        for run in store.waiting_runs()? {
+            match store.run(&run)? {
+                Some((rec, Some(state))) if state.status == RunStatus::Waiting => {
+                    let trigger = crate::waits::trigger_value(&rec);
+                    sched.index.add(&run, &state.waits, &trigger)?;
+                    sched
+                        .waiting
+                        .insert(run, WaitingRun::from_state(rec.task, &state));
+                }
+                _ => cleanup.push(Write::DelWaiting { run }),
+            }
         }
         let writer = Writer::start(
             store.clone(),
             opts.durability,
             Duration::from_millis(opts.sim_sync_delay_ms),
         )?;
+        if !cleanup.is_empty() {
+            writer.submit(cleanup, Box::new(|_| {}));
+        }
         let inner = Arc::new(Inner {
             store: RwLock::new(Some(store)),
             writer,
@@ -433,14 +684,14 @@ impl Engine {
         &self.inner.opts
     }
 
-    fn sched(&self) -> Result<MutexGuard<'_, Sched>> {
+    pub(crate) fn sched(&self) -> Result<MutexGuard<'_, Sched>> {
         self.inner
             .sched
             .lock()
             .map_err(|_| Error::Internal("scheduler lock poisoned".into()))
     }
 
-    fn store(&self) -> Result<Arc<dyn Store>> {
+    pub(crate) fn store(&self) -> Result<Arc<dyn Store>> {
         let g = self
             .inner
             .store
@@ -457,11 +708,18 @@ impl Engine {
         }
     }
 
-    /// Registers (or replaces) a task's policy; its waiting runs become claimable.
+    /// Registers (or replaces) a task's policy and event subscriptions; its waiting runs
+    /// become claimable.
     pub fn register_task(&self, id: &str, policy: TaskPolicy) -> Result<()> {
-        validate_policy(&policy)?;
+        let compiled = validate_policy(&policy)?;
         let now = self.inner.clock.now_ms();
         let mut s = self.sched()?;
+        for subs in s.subs.values_mut() {
+            subs.retain(|(t, _)| t != id);
+        }
+        for (name, cond) in compiled {
+            s.subs.entry(name).or_default().push((id.to_string(), cond));
+        }
         s.tasks.insert(id.to_string(), policy);
         if let Some(parked) = s.parked.remove(id) {
             for e in parked {
@@ -473,7 +731,7 @@ impl Engine {
         Ok(())
     }
 
-    fn check_size(&self, what: &str, json: &Json) -> Result<()> {
+    pub(crate) fn check_size(&self, what: &str, json: &Json) -> Result<()> {
         let size = json.get().len();
         if size > self.inner.opts.max_payload_bytes {
             return Err(Error::PayloadTooLarge {
@@ -504,6 +762,28 @@ impl Engine {
         Ok(())
     }
 
+    /// Writes a new run and its queue entry; it is scheduled once the commit is durable.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new_run(
+        &self,
+        s: &mut Sched,
+        rec: RunRecord,
+        writes: &mut Vec<Write>,
+        after: &mut AfterCommit,
+    ) {
+        let seq = s.next_seq();
+        let e = QueueEntry {
+            ready_at: rec.ready_at,
+            seq,
+            id: rec.id.clone(),
+            task: rec.task.clone(),
+        };
+        s.entries.insert(e.id.clone(), (e.ready_at, e.seq));
+        writes.push(Write::PutRun(rec));
+        writes.push(Write::Enqueue(e.clone()));
+        after.new_runs.push(e);
+    }
+
     /// Enqueues runs durably. Each group is all-or-nothing: a group with one bad item is
     /// rejected whole and writes nothing; the accepted groups share one durable commit.
     /// Resolves after the commit is on disk; only then can the runs start.
@@ -514,7 +794,7 @@ impl Engine {
         let now = self.inner.clock.now_ms();
         let mut results: Vec<Result<Vec<String>>> = Vec::with_capacity(groups.len());
         let mut writes = Vec::new();
-        let mut entries = Vec::new();
+        let mut after = AfterCommit::default();
         {
             let mut s = match self.sched() {
                 Ok(s) => s,
@@ -527,28 +807,22 @@ impl Engine {
                 }
                 let mut ids = Vec::with_capacity(group.len());
                 for item in group {
-                    let id = s.next_id(now);
-                    let seq = s.next_seq();
+                    let id = s.next_id("run", now);
                     let ready_at = item
                         .run_at
                         .unwrap_or(now)
                         .max(now.saturating_add(item.delay_ms.unwrap_or(0)));
-                    let entry = QueueEntry {
-                        ready_at,
-                        seq,
-                        id: id.clone(),
-                        task: item.task.clone(),
-                    };
-                    writes.push(Write::PutRun(RunRecord {
+                    let rec = RunRecord {
                         id: id.clone(),
                         task: item.task,
                         payload: item.payload,
                         tags: item.tags,
                         created_at: now,
                         ready_at,
-                    }));
-                    writes.push(Write::Enqueue(entry.clone()));
-                    entries.push(entry);
+                        event: None,
+                        parent: None,
+                    };
+                    self.new_run(&mut s, rec, &mut writes, &mut after);
                     ids.push(id);
                 }
                 results.push(Ok(ids));
@@ -557,28 +831,72 @@ impl Engine {
         if writes.is_empty() {
             return results;
         }
-        let engine = self.clone();
-        let committed = self
-            .commit(writes, move |res| {
-                if res.is_ok() {
-                    engine.schedule_all(entries);
-                }
-            })
-            .await;
-        if let Err(e) = committed {
+        if let Err(e) = self.commit_after(writes, after).await {
             return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
         }
         results
     }
 
-    fn schedule_all(&self, entries: Vec<QueueEntry>) {
+    /// Persists events (deduplicated by id), starts a run for every subscribed task and
+    /// resumes every matching `waitForEvent`, in one durable commit. Resolves with the ids.
+    pub async fn send(&self, events: Vec<EventIn>) -> Result<Vec<String>> {
+        self.check_open()?;
         let now = self.inner.clock.now_ms();
-        if let Ok(mut s) = self.sched() {
-            for e in entries {
-                s.schedule(e, now);
-            }
-        }
+        let mut writes = Vec::new();
+        let mut after = AfterCommit::default();
+        let ids = {
+            let store = self.store()?;
+            let mut s = self.sched()?;
+            self.ingest(&mut s, &*store, events, now, &mut writes, &mut after)?
+        };
         self.inner.work.notify_one();
+        if !writes.is_empty() {
+            self.commit_after(writes, after).await?;
+        }
+        Ok(ids)
+    }
+
+    /// Completes a token of `step.createToken`: resumes the run waiting for it, or keeps the
+    /// data for a `waitForToken` still to come. Resolves with whether a run was resumed.
+    pub async fn complete_token(&self, token: &str, data: Json) -> Result<bool> {
+        self.check_open()?;
+        self.check_size("the token data", &data)?;
+        if token.is_empty() || token.len() > 256 {
+            return Err(Error::bad_option(
+                "token",
+                "a token id is a string of 1 to 256 characters",
+            ));
+        }
+        let now = self.inner.clock.now_ms();
+        let mut writes = Vec::new();
+        let mut after = AfterCommit::default();
+        let resumed = {
+            let mut s = self.sched()?;
+            let waiting = s.index.tokens.get(token).cloned();
+            let resumed = match waiting {
+                Some((run, key)) => {
+                    let step = completed_step(data.clone(), now);
+                    self.wake(&mut s, &run, &key, step, None, now, &mut writes)
+                }
+                None => false,
+            };
+            let rec = crate::model::TokenRecord {
+                run: None,
+                key: None,
+                data: Some(data.clone()),
+                completed: true,
+            };
+            writes.push(Write::PutToken {
+                id: token.to_string(),
+                token: rec,
+            });
+            s.pending_tokens.insert(token.to_string(), data);
+            after.tokens.push(token.to_string());
+            resumed
+        };
+        self.inner.work.notify_one();
+        self.commit_after(writes, after).await?;
+        Ok(resumed)
     }
 
     /// Submits writes to the group-commit writer; `after` runs on the writer thread once they
@@ -595,6 +913,40 @@ impl Engine {
         });
         self.inner.writer.submit(writes, done);
         rx.await.unwrap_or(Err(Error::Closed))
+    }
+
+    /// Commits, then applies `after` (new runs become claimable, waiters of finished runs are
+    /// told, pending lookups are cleared).
+    async fn commit_after(&self, writes: Vec<Write>, after: AfterCommit) -> Result<()> {
+        let engine = self.clone();
+        self.commit(writes, move |res| {
+            let now = engine.inner.clock.now_ms();
+            if let Ok(mut s) = engine.sched() {
+                for id in &after.events {
+                    s.pending_events.remove(id);
+                }
+                for t in &after.tokens {
+                    s.pending_tokens.remove(t);
+                }
+                for (id, _) in &after.finished {
+                    s.pending_outcomes.remove(id);
+                }
+                if res.is_ok() {
+                    for e in after.new_runs {
+                        s.schedule(e, now);
+                    }
+                    for (id, out) in after.finished {
+                        if let Some(ws) = s.waiters.remove(&id) {
+                            for w in ws {
+                                let _ = w.send(out.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            engine.inner.work.notify_one();
+        })
+        .await
     }
 
     /// Waits until at least one run is ready (or the engine closes: `None`), then hands out
@@ -629,6 +981,7 @@ impl Engine {
     fn claim_now(&self, max: usize) -> Result<(Vec<Claimed>, Option<u64>)> {
         loop {
             let now = self.inner.clock.now_ms();
+            let mut cleanup = Vec::new();
             let (picked, next_wake) = {
                 let mut s = self.sched()?;
                 s.promote(now);
@@ -642,6 +995,17 @@ impl Engine {
                 while picked.len() < room {
                     let Some(t) = s.ready.pop() else { break };
                     let e = t.entry();
+                    if s.entries.get(&e.id) != Some(&(e.ready_at, e.seq)) {
+                        continue; // superseded
+                    }
+                    s.entries.remove(&e.id);
+                    if let Some(w) = s.waiting.remove(&e.id) {
+                        // A sleep ended or a wait timed out: the other waits go.
+                        s.index.remove(&e.id, &w.specs);
+                        if w.indexed() {
+                            cleanup.push(Write::DelWaiting { run: e.id.clone() });
+                        }
+                    }
                     let max_attempts = s
                         .tasks
                         .get(&e.task)
@@ -655,6 +1019,8 @@ impl Engine {
                             attempt: 1,
                             started_at: now,
                             max_attempts,
+                            parent: None,
+                            event_cursor: None,
                         },
                     );
                     picked.push((e, max_attempts));
@@ -662,21 +1028,24 @@ impl Engine {
                 let next_wake = if room == 0 {
                     None
                 } else {
-                    s.timers.peek().map(|t| (t.0).0 .0)
+                    s.timers.peek().map(Timer::at)
                 };
                 (picked, next_wake)
             };
+            if !cleanup.is_empty() {
+                self.inner.writer.submit(cleanup, Box::new(|_| {}));
+            }
             if picked.is_empty() {
                 return Ok((Vec::new(), next_wake));
             }
-            let claimed = self.load_claimed(picked)?;
+            let claimed = self.load_claimed(picked, now)?;
             if !claimed.is_empty() {
                 return Ok((claimed, next_wake));
             }
         }
     }
 
-    fn load_claimed(&self, picked: Vec<(QueueEntry, u32)>) -> Result<Vec<Claimed>> {
+    fn load_claimed(&self, picked: Vec<(QueueEntry, u32)>, now: u64) -> Result<Vec<Claimed>> {
         let store = self.store()?;
         let mut out = Vec::with_capacity(picked.len());
         let mut stale = Vec::new();
@@ -686,7 +1055,6 @@ impl Engine {
                 stale.push(e);
                 continue;
             };
-            let attempts = state.as_ref().map(|s| s.attempts).unwrap_or(0);
             if state.as_ref().is_some_and(|s| s.status.is_terminal()) {
                 stale.push(e);
                 continue;
@@ -700,14 +1068,20 @@ impl Engine {
                     attempts: s.attempts,
                     output: s.output,
                     error: s.error,
+                    wake_at: s.wake_at,
+                    child: s.child,
                 })
                 .collect();
-            let attempt = attempts.max(1);
+            let attempt = state.as_ref().map(|s| s.attempts).unwrap_or(0).max(1);
             if let Ok(mut s) = self.sched() {
                 if let Some(r) = s.running.get_mut(&e.id) {
                     r.attempt = attempt;
-                    if let Some(first) = state.as_ref().and_then(|s| s.started_at) {
-                        r.started_at = first;
+                    r.parent = rec.parent.clone();
+                    if let Some(st) = &state {
+                        r.event_cursor = st.event_cursor;
+                        if let Some(first) = st.started_at {
+                            r.started_at = first;
+                        }
                     }
                 }
             }
@@ -718,7 +1092,9 @@ impl Engine {
                 attempt,
                 max_attempts,
                 created_at: rec.created_at,
+                now,
                 tags: rec.tags,
+                event: rec.event,
                 steps,
             });
         }
@@ -746,224 +1122,209 @@ impl Engine {
         self.check_open()?;
         let now = self.inner.clock.now_ms();
         let mut writes = Vec::with_capacity(ops.len() * 2);
-        let mut finished: Vec<(String, Outcome)> = Vec::new();
-        let mut rescheduled: Vec<QueueEntry> = Vec::new();
-        let mut released: Vec<QueueEntry> = Vec::new();
+        let mut after = AfterCommit::default();
         {
+            let store = self.store()?;
             let mut s = self.sched()?;
             for op in ops {
-                match op {
-                    Op::Step {
-                        run,
-                        key,
-                        output,
-                        attempt,
-                    } => {
-                        if !s.running.contains_key(&run) {
-                            tracing::warn!(
-                                run,
-                                key,
-                                "durably: step reported for a run that is not running; ignored"
-                            );
-                            continue;
-                        }
-                        let step = StepRecord {
-                            status: StepStatus::Completed,
-                            attempts: attempt,
-                            output: Some(output),
-                            error: None,
-                            ended_at: now,
-                        };
-                        writes.push(Write::PutStep { run, key, step });
-                    }
-                    Op::StepFailed {
-                        run,
-                        key,
-                        error,
-                        attempt,
-                    } => {
-                        if !s.running.contains_key(&run) {
-                            continue;
-                        }
-                        let step = StepRecord {
-                            status: StepStatus::Failed,
-                            attempts: attempt,
-                            output: None,
-                            error: Some(error),
-                            ended_at: now,
-                        };
-                        writes.push(Write::PutStep { run, key, step });
-                    }
-                    Op::RetryStep {
-                        run,
-                        key,
-                        error,
-                        attempt,
-                        retry_at,
-                    } => {
-                        let Some(r) = s.running.remove(&run) else {
-                            continue;
-                        };
-                        transition(RunStatus::Running, Input::Retry)?;
-                        let policy = s.tasks.get(&r.task).map(|p| p.retry).unwrap_or_default();
-                        let ready_at = retry_at.unwrap_or_else(|| {
-                            now + policy.delay_ms(attempt, seed(&run, &key, attempt))
-                        });
-                        let seq = s.next_seq();
-                        let step = StepRecord {
-                            status: StepStatus::Retrying,
-                            attempts: attempt,
-                            output: None,
-                            error: Some(error.clone()),
-                            ended_at: now,
-                        };
-                        writes.push(Write::PutStep {
-                            run: run.clone(),
-                            key,
-                            step,
-                        });
-                        let entry = QueueEntry {
-                            ready_at,
-                            seq,
-                            id: run.clone(),
-                            task: r.task.clone(),
-                        };
-                        self.push_requeue(&mut writes, &r, run, &entry, r.attempt, Some(error));
-                        rescheduled.push(entry);
-                    }
-                    Op::Complete { run, output } => {
-                        let Some(r) = s.running.remove(&run) else {
-                            continue;
-                        };
-                        transition(RunStatus::Running, Input::Complete)?;
-                        let out = Outcome {
-                            status: RunStatus::Completed,
-                            output: Some(output),
-                            error: None,
-                        };
-                        self.push_finish(&mut writes, &r, &run, &out, now);
-                        finished.push((run, out));
-                    }
-                    Op::Fail {
-                        run,
-                        error,
-                        non_retriable,
-                        retry_at,
-                    } => {
-                        let Some(r) = s.running.remove(&run) else {
-                            continue;
-                        };
-                        if non_retriable || r.attempt >= r.max_attempts {
-                            transition(RunStatus::Running, Input::Fail)?;
-                            let out = Outcome {
-                                status: RunStatus::Failed,
-                                output: None,
-                                error: Some(error),
-                            };
-                            self.push_finish(&mut writes, &r, &run, &out, now);
-                            finished.push((run, out));
-                        } else {
-                            transition(RunStatus::Running, Input::Retry)?;
-                            let policy = s.tasks.get(&r.task).map(|p| p.retry).unwrap_or_default();
-                            let ready_at = retry_at.unwrap_or_else(|| {
-                                now + policy.delay_ms(r.attempt, seed(&run, "", r.attempt))
-                            });
-                            let seq = s.next_seq();
-                            let entry = QueueEntry {
-                                ready_at,
-                                seq,
-                                id: run.clone(),
-                                task: r.task.clone(),
-                            };
-                            self.push_requeue(
-                                &mut writes,
-                                &r,
-                                run,
-                                &entry,
-                                r.attempt + 1,
-                                Some(error),
-                            );
-                            rescheduled.push(entry);
-                        }
-                    }
-                    Op::Release { run } => {
-                        let Some(r) = s.running.remove(&run) else {
-                            continue;
-                        };
-                        released.push(QueueEntry {
-                            ready_at: r.entry.0,
-                            seq: r.entry.1,
-                            id: run,
-                            task: r.task,
-                        });
-                    }
-                }
-            }
-            for e in released {
-                s.schedule(e, now);
+                self.apply_op(&mut s, &*store, op, now, &mut writes, &mut after)?;
             }
         }
         self.inner.work.notify_one();
         if writes.is_empty() {
             return Ok(());
         }
-        let engine = self.clone();
-        self.commit(writes, move |res| {
-            if res.is_err() {
-                return;
-            }
-            let now = engine.inner.clock.now_ms();
-            if let Ok(mut s) = engine.sched() {
-                for e in rescheduled {
-                    s.schedule(e, now);
-                }
-                for (id, out) in finished {
-                    if let Some(ws) = s.waiters.remove(&id) {
-                        for w in ws {
-                            let _ = w.send(out.clone());
-                        }
-                    }
-                }
-            }
-            engine.inner.work.notify_one();
-        })
-        .await
+        self.commit_after(writes, after).await
     }
 
-    fn push_requeue(
+    fn apply_op(
         &self,
+        s: &mut Sched,
+        store: &dyn Store,
+        op: Op,
+        now: u64,
+        writes: &mut Vec<Write>,
+        after: &mut AfterCommit,
+    ) -> Result<()> {
+        match op {
+            Op::Step {
+                run,
+                key,
+                output,
+                attempt,
+            } => {
+                if !s.running.contains_key(&run) {
+                    tracing::warn!(
+                        run,
+                        key,
+                        "durably: step reported for a run that is not running; ignored"
+                    );
+                    return Ok(());
+                }
+                let mut step = completed_step(output, now);
+                step.attempts = attempt;
+                writes.push(Write::PutStep { run, key, step });
+            }
+            Op::StepFailed {
+                run,
+                key,
+                error,
+                attempt,
+            } => {
+                if !s.running.contains_key(&run) {
+                    return Ok(());
+                }
+                let mut step = failed_step(error, now);
+                step.attempts = attempt;
+                writes.push(Write::PutStep { run, key, step });
+            }
+            Op::SendEvent { run, key, events } => {
+                if !s.running.contains_key(&run) {
+                    return Ok(());
+                }
+                let ids = self.ingest(s, store, events, now, writes, after)?;
+                let step = completed_step(to_raw(&serde_json::json!({ "ids": ids }))?, now);
+                writes.push(Write::PutStep { run, key, step });
+            }
+            Op::RetryStep {
+                run,
+                key,
+                error,
+                attempt,
+                retry_at,
+            } => {
+                let Some(r) = s.running.remove(&run) else {
+                    return Ok(());
+                };
+                transition(RunStatus::Running, Input::Retry)?;
+                let policy = s.tasks.get(&r.task).map(|p| p.retry).unwrap_or_default();
+                let ready_at = retry_at
+                    .unwrap_or_else(|| now + policy.delay_ms(attempt, seed(&run, &key, attempt)));
+                let mut step = failed_step(error.clone(), now);
+                step.status = StepStatus::Retrying;
+                step.attempts = attempt;
+                writes.push(Write::PutStep {
+                    run: run.clone(),
+                    key,
+                    step,
+                });
+                self.requeue(s, writes, &r, &run, ready_at, now, r.attempt, Some(error));
+            }
+            Op::Wait { run, waits } => self.park(s, store, run, waits, now, writes, after)?,
+            Op::Complete { run, output } => {
+                let Some(r) = s.running.remove(&run) else {
+                    return Ok(());
+                };
+                transition(RunStatus::Running, Input::Complete)?;
+                let out = Outcome {
+                    status: RunStatus::Completed,
+                    output: Some(output),
+                    error: None,
+                };
+                self.finish(s, writes, after, &r, run, out, now);
+            }
+            Op::Fail {
+                run,
+                error,
+                non_retriable,
+                retry_at,
+            } => {
+                let Some(r) = s.running.remove(&run) else {
+                    return Ok(());
+                };
+                if non_retriable || r.attempt >= r.max_attempts {
+                    transition(RunStatus::Running, Input::Fail)?;
+                    let out = Outcome {
+                        status: RunStatus::Failed,
+                        output: None,
+                        error: Some(error),
+                    };
+                    self.finish(s, writes, after, &r, run, out, now);
+                } else {
+                    transition(RunStatus::Running, Input::Retry)?;
+                    let policy = s.tasks.get(&r.task).map(|p| p.retry).unwrap_or_default();
+                    let ready_at = retry_at.unwrap_or_else(|| {
+                        now + policy.delay_ms(r.attempt, seed(&run, "", r.attempt))
+                    });
+                    self.requeue(
+                        s,
+                        writes,
+                        &r,
+                        &run,
+                        ready_at,
+                        now,
+                        r.attempt + 1,
+                        Some(error),
+                    );
+                }
+            }
+            Op::Release { run } => {
+                let Some(r) = s.running.remove(&run) else {
+                    return Ok(());
+                };
+                let e = QueueEntry {
+                    ready_at: r.entry.0,
+                    seq: r.entry.1,
+                    id: run,
+                    task: r.task,
+                };
+                s.entries.insert(e.id.clone(), r.entry);
+                s.schedule(e, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a run that left `running` back in the queue at `ready_at` (status delayed, or
+    /// queued when due now).
+    #[allow(clippy::too_many_arguments)]
+    fn requeue(
+        &self,
+        s: &mut Sched,
         writes: &mut Vec<Write>,
         r: &RunningRun,
-        run: String,
-        entry: &QueueEntry,
+        run: &str,
+        ready_at: u64,
+        now: u64,
         attempts: u32,
         error: Option<Json>,
     ) {
+        let e = s.enqueue(run, &r.task, ready_at, now);
         writes.push(Write::Dequeue {
             ready_at: r.entry.0,
             seq: r.entry.1,
         });
-        writes.push(Write::Enqueue(entry.clone()));
+        writes.push(Write::Enqueue(e.clone()));
         writes.push(Write::PutState {
-            id: run,
+            id: run.to_string(),
             state: RunState {
-                status: RunStatus::Delayed,
+                status: if ready_at > now {
+                    RunStatus::Delayed
+                } else {
+                    RunStatus::Queued
+                },
                 attempts,
-                ready_at: Some(entry.ready_at),
+                ready_at: Some(ready_at),
                 started_at: Some(r.started_at),
                 ended_at: None,
                 output: None,
                 error,
+                entry: Some((e.ready_at, e.seq)),
+                waits: Vec::new(),
+                event_cursor: r.event_cursor,
             },
         });
     }
 
-    fn push_finish(
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
         &self,
+        s: &mut Sched,
         writes: &mut Vec<Write>,
+        after: &mut AfterCommit,
         r: &RunningRun,
-        run: &str,
-        out: &Outcome,
+        run: String,
+        out: Outcome,
         now: u64,
     ) {
         writes.push(Write::Dequeue {
@@ -971,7 +1332,7 @@ impl Engine {
             seq: r.entry.1,
         });
         writes.push(Write::PutState {
-            id: run.to_string(),
+            id: run.clone(),
             state: RunState {
                 status: out.status,
                 attempts: r.attempt,
@@ -980,8 +1341,335 @@ impl Engine {
                 ended_at: Some(now),
                 output: out.output.clone(),
                 error: out.error.clone(),
+                entry: None,
+                waits: Vec::new(),
+                event_cursor: None,
             },
         });
+        if let Some(p) = &r.parent {
+            let step = child_step(&run, &r.task, &out, now);
+            if !self.wake(s, &p.run, &p.key, step.clone(), None, now, writes) {
+                writes.push(Write::PutStep {
+                    run: p.run.clone(),
+                    key: p.key.clone(),
+                    step,
+                });
+            }
+            s.pending_outcomes.insert(run.clone(), out.clone());
+        }
+        after.finished.push((run, out));
+    }
+
+    /// `Op::Wait`: resolves what is already resolvable (an early event, a completed token or
+    /// child, a passed deadline) and requeues the run at once; otherwise parks it on its waits.
+    #[allow(clippy::too_many_arguments)]
+    fn park(
+        &self,
+        s: &mut Sched,
+        store: &dyn Store,
+        run: String,
+        reqs: Vec<WaitReq>,
+        now: u64,
+        writes: &mut Vec<Write>,
+        after: &mut AfterCommit,
+    ) -> Result<()> {
+        let Some(r) = s.running.remove(&run) else {
+            return Ok(());
+        };
+        let Some((rec, _)) = store.run(&run)? else {
+            return Ok(());
+        };
+        let trigger = crate::waits::trigger_value(&rec);
+        let mut cursor = r.event_cursor;
+        let mut resolved: Vec<(String, StepRecord)> = Vec::new();
+        let mut specs: Vec<WaitSpec> = Vec::new();
+        for req in reqs {
+            let spec = match req {
+                WaitReq::Invoke { key, task, payload } => {
+                    let inv = InvokeReq { key, task, payload };
+                    let failed = if !s.tasks.contains_key(&inv.task) {
+                        Some(Error::UnknownTask {
+                            task: inv.task.clone(),
+                        })
+                    } else {
+                        self.check_size("the payload of step.invoke", &inv.payload)
+                            .err()
+                    };
+                    if let Some(e) = failed {
+                        let err = serde_json::json!({ "name": "DurablyError", "code": e.code(), "message": e.to_string() });
+                        resolved.push((inv.key, failed_step(to_raw(&err)?, now)));
+                        continue;
+                    }
+                    let child = s.next_id("run", now);
+                    let child_rec = RunRecord {
+                        id: child.clone(),
+                        task: inv.task,
+                        payload: inv.payload,
+                        tags: Vec::new(),
+                        created_at: now,
+                        ready_at: now,
+                        event: None,
+                        parent: Some(ParentRef {
+                            run: run.clone(),
+                            key: inv.key.clone(),
+                        }),
+                    };
+                    self.new_run(s, child_rec, writes, after);
+                    WaitSpec::Child {
+                        key: inv.key,
+                        child,
+                    }
+                }
+                WaitReq::Spec(spec) => spec,
+            };
+            match &spec {
+                WaitSpec::Sleep { key, wake_at } if *wake_at <= now => {
+                    resolved.push((key.clone(), completed_step(json_null(), now)));
+                }
+                WaitSpec::Event {
+                    key,
+                    events,
+                    path,
+                    value,
+                    if_expr,
+                    wake_at,
+                    since_run_start,
+                    ..
+                } => {
+                    let after_at = if *since_run_start {
+                        cursor
+                            .unwrap_or((rec.created_at, 0))
+                            .max((rec.created_at, 0))
+                    } else {
+                        (now, s.seq)
+                    };
+                    let value = crate::waits::canonical_text(value);
+                    let cond = match if_expr {
+                        Some(src) => {
+                            Some(expr::parse("waitForEvent.if", src)?.bind("event", &trigger))
+                        }
+                        None => None,
+                    };
+                    let found = crate::waits::find_event(
+                        s,
+                        store,
+                        events,
+                        path,
+                        &value,
+                        cond.as_ref(),
+                        after_at,
+                    )?;
+                    if let Some(ev) = found {
+                        cursor = cursor.max(Some((ev.ts, ev.seq)));
+                        let json = crate::waits::event_json(&ev)?;
+                        resolved.push((key.clone(), completed_step(json, now)));
+                    } else if wake_at.is_some_and(|w| w <= now) {
+                        resolved.push((key.clone(), completed_step(json_null(), now)));
+                    } else {
+                        let mut spec = spec.clone();
+                        if let WaitSpec::Event {
+                            after, value: v, ..
+                        } = &mut spec
+                        {
+                            *after = Some(after_at);
+                            *v = value;
+                        }
+                        specs.push(spec);
+                    }
+                }
+                WaitSpec::Token {
+                    key,
+                    token,
+                    wake_at,
+                } => {
+                    let done = match s.pending_tokens.get(token) {
+                        Some(d) => Some(d.clone()),
+                        None => store
+                            .token(token)?
+                            .filter(|t| t.completed)
+                            .map(|t| t.data.unwrap_or_else(json_null)),
+                    };
+                    if let Some(data) = done {
+                        resolved.push((key.clone(), completed_step(data, now)));
+                    } else if wake_at.is_some_and(|w| w <= now) {
+                        resolved.push((key.clone(), completed_step(json_null(), now)));
+                    } else {
+                        specs.push(spec);
+                    }
+                }
+                WaitSpec::Child { key, child } => {
+                    let outcome = match s.pending_outcomes.get(child) {
+                        Some(o) => Some(o.clone()),
+                        None => match store.run(child)? {
+                            Some((crec, Some(st))) if st.status.is_terminal() => Some((
+                                crec.task,
+                                Outcome {
+                                    status: st.status,
+                                    output: st.output,
+                                    error: st.error,
+                                },
+                            ))
+                            .map(|(_, o)| o),
+                            _ => None,
+                        },
+                    };
+                    match outcome {
+                        Some(o) => resolved.push((key.clone(), child_step(child, "", &o, now))),
+                        None => specs.push(spec),
+                    }
+                }
+                WaitSpec::Sleep { .. } => specs.push(spec),
+            }
+        }
+        transition(RunStatus::Running, Input::Wait)?;
+        // Child waits are stored as steps even when the run goes on, so that a replay
+        // waits for the same child instead of starting another.
+        for spec in &specs {
+            let step = StepRecord {
+                status: StepStatus::Waiting,
+                attempts: 1,
+                output: None,
+                error: None,
+                ended_at: now,
+                wake_at: spec.wake_at(),
+                child: match spec {
+                    WaitSpec::Child { child, .. } => Some(child.clone()),
+                    _ => None,
+                },
+            };
+            writes.push(Write::PutStep {
+                run: run.clone(),
+                key: spec.key().to_string(),
+                step,
+            });
+        }
+        if !resolved.is_empty() {
+            transition(RunStatus::Waiting, Input::Wake)?;
+            for (key, step) in resolved {
+                writes.push(Write::PutStep {
+                    run: run.clone(),
+                    key,
+                    step,
+                });
+            }
+            let r = RunningRun {
+                event_cursor: cursor,
+                ..r
+            };
+            self.requeue(s, writes, &r, &run, now, now, r.attempt, None);
+            return Ok(());
+        }
+        writes.push(Write::Dequeue {
+            ready_at: r.entry.0,
+            seq: r.entry.1,
+        });
+        let wake = specs.iter().filter_map(WaitSpec::wake_at).min();
+        let entry = match wake {
+            Some(at) => {
+                let e = s.enqueue(&run, &r.task, at, now);
+                writes.push(Write::Enqueue(e.clone()));
+                Some((e.ready_at, e.seq))
+            }
+            None => {
+                s.entries.remove(&run);
+                None
+            }
+        };
+        let state = RunState {
+            status: RunStatus::Waiting,
+            attempts: r.attempt,
+            ready_at: wake,
+            started_at: Some(r.started_at),
+            ended_at: None,
+            output: None,
+            error: None,
+            entry,
+            waits: specs,
+            event_cursor: cursor,
+        };
+        let waiting = WaitingRun::from_state(r.task.clone(), &state);
+        if waiting.indexed() {
+            writes.push(Write::PutWaiting { run: run.clone() });
+            s.index.add(&run, &state.waits, &trigger)?;
+            for spec in &state.waits {
+                if let WaitSpec::Token { key, token, .. } = spec {
+                    let t = crate::model::TokenRecord {
+                        run: Some(run.clone()),
+                        key: Some(key.clone()),
+                        data: None,
+                        completed: false,
+                    };
+                    writes.push(Write::PutToken {
+                        id: token.clone(),
+                        token: t,
+                    });
+                }
+            }
+        }
+        writes.push(Write::PutState {
+            id: run.clone(),
+            state,
+        });
+        s.waiting.insert(run, waiting);
+        Ok(())
+    }
+
+    /// Resumes a waiting run whose wait `key` resolved with `step`. False if the run is not
+    /// waiting on that key (then nothing is written).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn wake(
+        &self,
+        s: &mut Sched,
+        run: &str,
+        key: &str,
+        step: StepRecord,
+        cursor: Option<(u64, u64)>,
+        now: u64,
+        writes: &mut Vec<Write>,
+    ) -> bool {
+        let Some(w) = s.waiting.get(run) else {
+            return false;
+        };
+        if !w.specs.iter().any(|sp| sp.key() == key)
+            || transition(RunStatus::Waiting, Input::Wake).is_err()
+        {
+            return false;
+        }
+        let Some(w) = s.waiting.remove(run) else {
+            return false;
+        };
+        s.index.remove(run, &w.specs);
+        writes.push(Write::PutStep {
+            run: run.to_string(),
+            key: key.to_string(),
+            step,
+        });
+        if let Some((at, seq)) = w.entry {
+            writes.push(Write::Dequeue { ready_at: at, seq });
+        }
+        if w.indexed() {
+            writes.push(Write::DelWaiting {
+                run: run.to_string(),
+            });
+        }
+        let e = s.enqueue(run, &w.task, now, now);
+        writes.push(Write::Enqueue(e.clone()));
+        writes.push(Write::PutState {
+            id: run.to_string(),
+            state: RunState {
+                status: RunStatus::Queued,
+                attempts: w.attempt,
+                ready_at: Some(now),
+                started_at: w.started_at,
+                ended_at: None,
+                output: None,
+                error: None,
+                entry: Some((e.ready_at, e.seq)),
+                waits: Vec::new(),
+                event_cursor: w.event_cursor.max(cursor),
+            },
+        });
+        true
     }
 
     /// Resolves with the run's outcome once it ends; `E_TIMEOUT` after `timeout` (real time).
@@ -1064,6 +1752,8 @@ impl Engine {
             } else {
                 state.ready_at
             },
+            event: rec.event,
+            parent: rec.parent,
             steps: None,
         }
     }
@@ -1084,6 +1774,8 @@ impl Engine {
                 output: s.output,
                 error: s.error,
                 ended_at: s.ended_at,
+                wake_at: s.wake_at,
+                child: s.child,
             })
             .collect();
         let now = self.inner.clock.now_ms();
@@ -1131,13 +1823,16 @@ impl Engine {
     }
 
     pub fn stats(&self) -> Result<Stats> {
-        let s = self.sched()?;
+        let now = self.inner.clock.now_ms();
+        let mut s = self.sched()?;
+        s.promote(now);
         Ok(Stats {
             ready: s.ready.len(),
             delayed: s.timers.len(),
             running: s.running.len(),
+            waiting: s.waiting.values().filter(|w| w.indexed()).count(),
             waiting_for_task: s.parked.values().map(Vec::len).sum(),
-            next_wake_at: s.timers.peek().map(|t| (t.0).0 .0),
+            next_wake_at: s.timers.peek().map(Timer::at),
         })
     }
 
@@ -1167,7 +1862,64 @@ impl Engine {
     }
 }
 
-fn validate_policy(p: &TaskPolicy) -> Result<()> {
+pub(crate) fn completed_step(output: Json, now: u64) -> StepRecord {
+    StepRecord {
+        status: StepStatus::Completed,
+        attempts: 1,
+        output: Some(output),
+        error: None,
+        ended_at: now,
+        wake_at: None,
+        child: None,
+    }
+}
+
+pub(crate) fn failed_step(error: Json, now: u64) -> StepRecord {
+    StepRecord {
+        status: StepStatus::Failed,
+        attempts: 1,
+        output: None,
+        error: Some(error),
+        ended_at: now,
+        wake_at: None,
+        child: None,
+    }
+}
+
+/// The parent's `step.invoke` result for a child's outcome.
+fn child_step(child: &str, task: &str, out: &Outcome, now: u64) -> StepRecord {
+    if out.status == RunStatus::Completed {
+        let mut st = completed_step(out.output.clone().unwrap_or_else(json_null), now);
+        st.child = Some(child.to_string());
+        return st;
+    }
+    let cause: serde_json::Value = out
+        .error
+        .as_ref()
+        .and_then(|e| serde_json::from_str(e.get()).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let why = cause
+        .get("message")
+        .and_then(|m| m.as_str())
+        .unwrap_or(out.status.as_str());
+    let task = if task.is_empty() {
+        String::new()
+    } else {
+        format!(" of task \"{task}\"")
+    };
+    let err = serde_json::json!({
+        "name": "DurablyError",
+        "code": "E_RUN_FAILED",
+        "message": format!("child run {child}{task} {}: {why}", out.status.as_str()),
+        "cause": cause,
+    });
+    let mut st = failed_step(to_raw(&err).unwrap_or_else(|_| json_null()), now);
+    st.child = Some(child.to_string());
+    st
+}
+
+/// Checks a task policy; returns its subscriptions with compiled `if` filters.
+pub fn validate_policy(p: &TaskPolicy) -> Result<Vec<(String, Option<expr::Expr>)>> {
     let r = &p.retry;
     if r.max_attempts == 0 {
         return Err(Error::bad_option("retry.maxAttempts", "must be at least 1"));
@@ -1181,7 +1933,24 @@ fn validate_policy(p: &TaskPolicy) -> Result<()> {
             "must not exceed retry.maxTimeout",
         ));
     }
-    Ok(())
+    let mut subs = Vec::new();
+    let mut seen = HashSet::new();
+    for on in &p.on {
+        if on.event.is_empty() || on.event.len() > 256 {
+            return Err(Error::bad_option(
+                "on",
+                "an event name is a string of 1 to 256 characters",
+            ));
+        }
+        let cond = match &on.if_expr {
+            Some(src) => Some(expr::parse("on.if", src)?),
+            None => None,
+        };
+        if seen.insert(on.event.clone()) {
+            subs.push((on.event.clone(), cond));
+        }
+    }
+    Ok(subs)
 }
 
 /// Milliseconds since the epoch for a `SystemTime` (used by tests and the binding).

@@ -5,10 +5,12 @@ pub mod clock;
 pub mod duration;
 pub mod engine;
 pub mod error;
+pub mod expr;
 pub mod model;
 pub mod retry;
 pub mod state;
 pub mod store;
+pub mod waits;
 pub mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -68,6 +68,18 @@ pub struct RunRecord {
     pub created_at: u64,
     /// When the run first becomes ready (later than `created_at` for a delayed trigger).
     pub ready_at: u64,
+    /// The event that started the run (`{ id, name, data, ts }`), for event-triggered runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Json>,
+    /// The run and step that invoked this run (`step.invoke`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    pub run: String,
+    pub key: String,
 }
 
 /// The mutable part of a run. Absent in the store until the first state change after
@@ -88,6 +100,16 @@ pub struct RunState {
     pub output: Option<Json>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Json>,
+    /// The run's queue index entry `(ready_at, seq)` while it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<(u64, u64)>,
+    /// While `waiting`: the waits that can resume it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waits: Vec<WaitSpec>,
+    /// The newest event `(ts, seq)` a wait of this run consumed: later waits match only
+    /// events after it (or after the run's creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_cursor: Option<(u64, u64)>,
 }
 
 impl RunState {
@@ -104,6 +126,9 @@ impl RunState {
             ended_at: None,
             output: None,
             error: None,
+            entry: None,
+            waits: Vec::new(),
+            event_cursor: None,
         }
     }
 }
@@ -117,9 +142,12 @@ pub enum StepStatus {
     Failed,
     /// Failed `attempts` times so far; the run is delayed until the next attempt.
     Retrying,
+    /// A durable wait (sleep, event, token, child run) not yet resolved; `wake_at` is its
+    /// deadline (the sleep's end or the wait's timeout), if any.
+    Waiting,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {
     pub status: StepStatus,
     pub attempts: u32,
@@ -128,6 +156,98 @@ pub struct StepRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Json>,
     pub ended_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<u64>,
+    /// The child run of a `step.invoke`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
+}
+
+/// What a waiting step waits for. Kept in the run's state and in the wait indexes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum WaitSpec {
+    /// `step.sleep` / `step.sleepUntil`: resolves at `wake_at`.
+    #[serde(rename_all = "camelCase")]
+    Sleep { key: String, wake_at: u64 },
+    /// `step.waitForEvent`: the first event named one of `events` whose value at `path`
+    /// equals `value` (canonical JSON) and that satisfies `if`; `null` at `wake_at`.
+    #[serde(rename_all = "camelCase")]
+    Event {
+        key: String,
+        events: Vec<String>,
+        #[serde(default)]
+        path: String,
+        #[serde(default)]
+        value: String,
+        #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+        if_expr: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wake_at: Option<u64>,
+        /// Match events from the run's creation (`false`: only events after the wait).
+        #[serde(default = "yes")]
+        since_run_start: bool,
+        /// Set by the engine: only events ingested after this (ts, seq) match.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<(u64, u64)>,
+    },
+    /// `step.waitForToken`: `tokens.complete(token, data)`; `null` at `wake_at`.
+    #[serde(rename_all = "camelCase")]
+    Token {
+        key: String,
+        token: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wake_at: Option<u64>,
+    },
+    /// `step.invoke`: the child run's outcome.
+    #[serde(rename_all = "camelCase")]
+    Child { key: String, child: String },
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl WaitSpec {
+    pub fn key(&self) -> &str {
+        match self {
+            WaitSpec::Sleep { key, .. }
+            | WaitSpec::Event { key, .. }
+            | WaitSpec::Token { key, .. }
+            | WaitSpec::Child { key, .. } => key,
+        }
+    }
+    pub fn wake_at(&self) -> Option<u64> {
+        match self {
+            WaitSpec::Sleep { wake_at, .. } => Some(*wake_at),
+            WaitSpec::Event { wake_at, .. } | WaitSpec::Token { wake_at, .. } => *wake_at,
+            WaitSpec::Child { .. } => None,
+        }
+    }
+}
+
+/// A stored event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub id: String,
+    pub name: String,
+    pub data: Json,
+    pub ts: u64,
+    pub seq: u64,
+}
+
+/// A token of `step.createToken`: who waits for it, or the data it was completed with
+/// before anyone waited.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Json>,
+    #[serde(default)]
+    pub completed: bool,
 }
 
 /// A run is a row of the ready/timer index until it ends: `(ready_at, seq)` orders it.

@@ -2,7 +2,7 @@
 //! No business logic here. Payloads, claims and reports cross as JSON text. Errors cross
 //! as `"E_CODE: message"`, which the TS layer turns into a `DurablyError` with `.code`.
 
-use durably_core::engine::ListFilter;
+use durably_core::engine::{EventIn, ListFilter};
 use durably_core::{
     Durability, Engine, EngineOptions, ManualClock, Op, SystemClock, TaskPolicy, TriggerItem,
 };
@@ -54,6 +54,25 @@ pub struct NativeEngine {
 pub fn parse_duration(option: String, text: String) -> Result<f64> {
     durably_core::duration::parse_duration(&option, &text)
         .map(|v| v as f64)
+        .map_err(js_err)
+}
+
+/// Checks a task policy (`{ retry, on }`) without opening anything: bad options fail at
+/// `task()` time.
+#[napi(catch_unwind)]
+pub fn check_policy(policy_json: String) -> Result<()> {
+    let policy: TaskPolicy =
+        serde_json::from_str(&policy_json).map_err(|e| bad_json("task policy", e))?;
+    durably_core::engine::validate_policy(&policy)
+        .map(|_| ())
+        .map_err(js_err)
+}
+
+/// Parses an `if` expression, for errors at the call that gives it.
+#[napi(catch_unwind)]
+pub fn check_expression(option: String, src: String) -> Result<()> {
+    durably_core::expr::parse(&option, &src)
+        .map(|_| ())
         .map_err(js_err)
 }
 
@@ -125,17 +144,61 @@ impl NativeEngine {
     /// entry per group: `{ ids }` or `{ error: "E_CODE: message" }`.
     #[napi]
     pub async fn trigger(&self, groups_json: String) -> Result<String> {
-        let groups: Vec<Vec<TriggerItem>> =
+        // Each group is parsed on its own, so that one malformed group fails alone.
+        let raw: Vec<Box<serde_json::value::RawValue>> =
             serde_json::from_str(&groups_json).map_err(|e| bad_json("trigger request", e))?;
-        let results = self.engine.trigger(groups).await;
-        let out: Vec<serde_json::Value> = results
+        let mut slots: Vec<std::result::Result<usize, String>> = Vec::with_capacity(raw.len());
+        let mut groups: Vec<Vec<TriggerItem>> = Vec::new();
+        for g in raw {
+            match serde_json::from_str::<Vec<TriggerItem>>(g.get()) {
+                Ok(items) => {
+                    slots.push(Ok(groups.len()));
+                    groups.push(items);
+                }
+                Err(e) => slots.push(Err(format!(
+                    "E_BAD_OPTION: option `trigger`: malformed trigger request: {e}"
+                ))),
+            }
+        }
+        let mut results = self
+            .engine
+            .trigger(groups)
+            .await
             .into_iter()
-            .map(|r| match r {
-                Ok(ids) => serde_json::json!({ "ids": ids }),
-                Err(e) => serde_json::json!({ "error": format!("{}: {}", e.code(), e) }),
+            .map(Some)
+            .collect::<Vec<_>>();
+        let out: Vec<serde_json::Value> = slots
+            .into_iter()
+            .map(|slot| match slot {
+                Ok(i) => match results[i].take() {
+                    Some(Ok(ids)) => serde_json::json!({ "ids": ids }),
+                    Some(Err(e)) => serde_json::json!({ "error": format!("{}: {}", e.code(), e) }),
+                    None => serde_json::json!({ "error": "E_INTERNAL: missing result" }),
+                },
+                Err(msg) => serde_json::json!({ "error": msg }),
             })
             .collect();
         to_json(&out)
+    }
+
+    /// `eventsJson`: `[{ id?, name, data?, ts? }, …]`. Resolves with the event ids (JSON).
+    #[napi]
+    pub async fn send(&self, events_json: String) -> Result<String> {
+        let events: Vec<EventIn> =
+            serde_json::from_str(&events_json).map_err(|e| bad_json("events", e))?;
+        let ids = self.engine.send(events).await.map_err(js_err)?;
+        to_json(&ids)
+    }
+
+    /// Completes a token with `dataJson`; resolves with whether a waiting run resumed.
+    #[napi]
+    pub async fn complete_token(&self, token: String, data_json: String) -> Result<bool> {
+        let data = serde_json::value::RawValue::from_string(data_json)
+            .map_err(|e| bad_json("token data", e))?;
+        self.engine
+            .complete_token(&token, data)
+            .await
+            .map_err(js_err)
     }
 
     /// Resolves with a JSON array of claimed runs, or null once the engine closes.

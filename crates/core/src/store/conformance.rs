@@ -1,1 +1,600 @@
+//! Store conformance: the behaviours the engine relies on, written once and run over every
+//! embedded backend (`KvStore<MemKv>` and `KvStore<SledKv>`). A new backend passes these
+//! before the engine runs on it.
+//!
+//! Each behaviour is a generic function over a `Backend`, a factory that can open the same
+//! data again (sled: drop and reopen the folder; memory: a second handle on the same map),
+//! so that "reopened" has a meaning for both.
 
+use super::kv::SCHEMA_VERSION;
+use super::{Kv, KvStore, MemKv, SledKv, Store, Write};
+use crate::error::Result;
+use crate::model::{QueueEntry, RunRecord, RunState, RunStatus, StepRecord, StepStatus};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// A fixed reference epoch (ms): records carry plausible, reproducible times.
+const EPOCH: u64 = 1_700_000_000_000;
+
+/// Opens (again) the data of one test.
+trait Backend {
+    type K: Kv;
+    fn create() -> Self;
+    /// A new handle on this backend's data; the previous one must be dropped first.
+    fn open_kv(&self) -> Result<Self::K>;
+    fn open(&self) -> Result<KvStore<Self::K>> {
+        KvStore::open(self.open_kv()?)
+    }
+}
+
+/// A `MemKv` shared between handles, so the memory store can be "reopened".
+struct SharedMem(Arc<MemKv>);
+
+impl Kv for SharedMem {
+    fn apply(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        self.0.apply(ops)
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.0.get(key)
+    }
+    fn scan(
+        &self,
+        prefix: &[u8],
+        reverse: bool,
+        start: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.0.scan(prefix, reverse, start, visit)
+    }
+    fn sync(&self) -> Result<()> {
+        self.0.sync()
+    }
+    fn location(&self) -> String {
+        self.0.location()
+    }
+}
+
+struct Mem(Arc<MemKv>);
+
+impl Backend for Mem {
+    type K = SharedMem;
+    fn create() -> Self {
+        Mem(Arc::new(MemKv::new()))
+    }
+    fn open_kv(&self) -> Result<SharedMem> {
+        Ok(SharedMem(self.0.clone()))
+    }
+}
+
+struct Sled(tempfile::TempDir);
+
+impl Backend for Sled {
+    type K = SledKv;
+    fn create() -> Self {
+        Sled(tempfile::tempdir().expect("a temporary folder"))
+    }
+    fn open_kv(&self) -> Result<SledKv> {
+        SledKv::open(self.0.path(), 1024 * 1024)
+    }
+}
+
+/// Records are built from their stored JSON form, so that fields added to them later (with
+/// serde defaults, as stored records require anyway) leave these tests valid.
+fn record<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn run(id: &str, task: &str, created_at: u64) -> RunRecord {
+    record(&format!(
+        r#"{{"id":"{id}","task":"{task}","payload":{{}},"created_at":{created_at},"ready_at":{created_at}}}"#
+    ))
+}
+
+fn completed_step(output: &str, attempts: u32) -> StepRecord {
+    record(&format!(
+        r#"{{"status":"completed","attempts":{attempts},"output":{output},"ended_at":{EPOCH}}}"#
+    ))
+}
+
+fn put_step(run: &str, key: &str, output: &str) -> Write {
+    Write::PutStep {
+        run: run.to_string(),
+        key: key.to_string(),
+        step: completed_step(output, 1),
+    }
+}
+
+fn entry(ready_at: u64, seq: u64, id: &str) -> QueueEntry {
+    QueueEntry {
+        ready_at,
+        seq,
+        id: id.to_string(),
+        task: "t".to_string(),
+    }
+}
+
+fn scanned_ids(store: &dyn Store, before: Option<&str>) -> Vec<String> {
+    let mut ids = Vec::new();
+    store
+        .scan_runs(before, &mut |rec, _| {
+            ids.push(rec.id);
+            true
+        })
+        .unwrap();
+    ids
+}
+
+// --- the behaviours --------------------------------------------------------------------
+
+fn a_commit_is_visible_whole_and_round_trips_every_record<B: Backend>() {
+    let b = B::create();
+    let store = b.open().unwrap();
+    // Whitespace, key order, number spelling and escapes are the caller's: stored as bytes.
+    let payload = r#"{ "b" : 1.50,"a":[1e3, "caf\u00e9", null] ,"z":{}}"#;
+    let the_run: RunRecord = record(&format!(
+        r#"{{"id":"run_1","task":"email","payload":{payload},"tags":["vip","eu"],"created_at":{EPOCH},"ready_at":{}}}"#,
+        EPOCH + 5_000
+    ));
+    assert!(store.run("run_1").unwrap().is_none());
+
+    store
+        .commit(&[
+            Write::PutRun(the_run),
+            Write::PutState {
+                id: "run_1".into(),
+                state: record(&format!(
+                    r#"{{"status":"failed","attempts":3,"started_at":{},"ended_at":{},
+                        "error":{{"name":"Error","message":"boom"}}}}"#,
+                    EPOCH + 5_000,
+                    EPOCH + 9_000
+                )),
+            },
+            Write::PutStep {
+                run: "run_1".into(),
+                key: "fetch".into(),
+                step: record(&format!(
+                    r#"{{"status":"retrying","attempts":2,"error":{{"message":"timeout"}},"ended_at":{}}}"#,
+                    EPOCH + 7_000
+                )),
+            },
+            put_step("run_1", "charge", r#"{"id": "ch_1",  "amount":  42}"#),
+            Write::Enqueue(entry(EPOCH + 5_000, 1, "run_1")),
+        ])
+        .unwrap();
+
+    let (rec, state) = store.run("run_1").unwrap().expect("the run is stored");
+    assert_eq!(rec.id, "run_1");
+    assert_eq!(rec.task, "email");
+    assert_eq!(rec.payload.get(), payload, "payload bytes are kept exactly");
+    assert_eq!(rec.tags, ["vip", "eu"]);
+    assert_eq!((rec.created_at, rec.ready_at), (EPOCH, EPOCH + 5_000));
+
+    let state = state.expect("the state is stored");
+    assert_eq!(state.status, RunStatus::Failed);
+    assert_eq!(state.attempts, 3);
+    assert_eq!(state.ready_at, None);
+    assert_eq!(state.started_at, Some(EPOCH + 5_000));
+    assert_eq!(state.ended_at, Some(EPOCH + 9_000));
+    assert!(state.output.is_none());
+    assert_eq!(
+        state.error.as_deref().map(RawValue::get),
+        Some(r#"{"name":"Error","message":"boom"}"#)
+    );
+
+    let steps = store.steps("run_1").unwrap();
+    let keys: Vec<&str> = steps.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["charge", "fetch"]);
+    let (_, charge) = &steps[0];
+    assert_eq!(charge.status, StepStatus::Completed);
+    assert_eq!(
+        charge.output.as_deref().map(RawValue::get),
+        Some(r#"{"id": "ch_1",  "amount":  42}"#)
+    );
+    let (_, fetch) = &steps[1];
+    assert_eq!(fetch.status, StepStatus::Retrying);
+    assert_eq!(fetch.attempts, 2);
+    assert_eq!(fetch.ended_at, EPOCH + 7_000);
+    assert_eq!(
+        fetch.error.as_deref().map(RawValue::get),
+        Some(r#"{"message":"timeout"}"#)
+    );
+
+    assert_eq!(store.queue().unwrap(), [entry(EPOCH + 5_000, 1, "run_1")]);
+}
+
+fn a_run_without_a_state_change_has_no_state<B: Backend>() {
+    let b = B::create();
+    let store = b.open().unwrap();
+    store
+        .commit(&[Write::PutRun(run("run_1", "t", EPOCH))])
+        .unwrap();
+    let (rec, state) = store.run("run_1").unwrap().unwrap();
+    assert_eq!(rec.id, "run_1");
+    assert!(state.is_none());
+    assert!(store.steps("run_1").unwrap().is_empty());
+}
+
+fn a_later_write_of_a_key_replaces_the_earlier_one<B: Backend>() {
+    let b = B::create();
+    let store = b.open().unwrap();
+    store.commit(&[put_step("run_1", "a", "1")]).unwrap();
+    store.commit(&[put_step("run_1", "a", "2")]).unwrap();
+    let steps = store.steps("run_1").unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].1.output.as_deref().map(RawValue::get), Some("2"));
+}
+
+fn a_reader_never_sees_half_a_commit<B: Backend>() {
+    let b = B::create();
+    let store: Arc<dyn Store> = Arc::new(b.open().unwrap());
+    const RUNS: u64 = 300;
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 0..RUNS {
+                let id = format!("run_{i:04}");
+                // The queue entry goes first: a partial apply would expose it without its run.
+                store
+                    .commit(&[
+                        Write::Enqueue(entry(EPOCH + i, i, &id)),
+                        put_step(&id, "a", "1"),
+                        Write::PutRun(run(&id, "t", EPOCH + i)),
+                        Write::PutState {
+                            id: id.clone(),
+                            state: RunState::initial(&run(&id, "t", EPOCH + i)),
+                        },
+                    ])
+                    .unwrap();
+            }
+        })
+    };
+    let mut seen = 0;
+    while seen < RUNS as usize {
+        let queue = store.queue().unwrap();
+        for e in &queue {
+            let (_, state) = store
+                .run(&e.id)
+                .unwrap()
+                .unwrap_or_else(|| panic!("queued {} without its run record", e.id));
+            assert!(state.is_some(), "queued {} without its state", e.id);
+            assert_eq!(store.steps(&e.id).unwrap().len(), 1, "{} steps", e.id);
+        }
+        seen = queue.len();
+    }
+    writer.join().unwrap();
+}
+
+fn the_queue_is_ordered_by_ready_at_then_seq_and_dequeue_removes<B: Backend>() {
+    let b = B::create();
+    let store = b.open().unwrap();
+    // Written out of order; big-endian keys must order numerically, not as text
+    // (256 > 255 and 2^32 > 2^32 - 1 compare wrongly in little-endian or decimal).
+    store
+        .commit(&[
+            Write::Enqueue(entry(EPOCH + 256, 1, "run_d")),
+            Write::Enqueue(entry(EPOCH, 9, "run_b")),
+            Write::Enqueue(entry(EPOCH + 255, 2, "run_c")),
+            Write::Enqueue(entry(EPOCH, 3, "run_a")),
+            Write::Enqueue(entry(EPOCH + (1 << 32), 4, "run_f")),
+            Write::Enqueue(entry(EPOCH + (1 << 32) - 1, 5, "run_e")),
+        ])
+        .unwrap();
+    let ids = |store: &dyn Store| -> Vec<String> {
+        store.queue().unwrap().into_iter().map(|e| e.id).collect()
+    };
+    assert_eq!(
+        ids(&store),
+        ["run_a", "run_b", "run_c", "run_d", "run_e", "run_f"]
+    );
+    assert_eq!(store.queue().unwrap()[0], entry(EPOCH, 3, "run_a"));
+
+    store
+        .commit(&[
+            Write::Dequeue {
+                ready_at: EPOCH,
+                seq: 9,
+            },
+            Write::Dequeue {
+                ready_at: EPOCH + 256,
+                seq: 1,
+            },
+        ])
+        .unwrap();
+    assert_eq!(ids(&store), ["run_a", "run_c", "run_e", "run_f"]);
+
+    // Same time, other seq: not the same entry.
+    store
+        .commit(&[Write::Dequeue {
+            ready_at: EPOCH,
+            seq: 4,
+        }])
+        .unwrap();
+    assert_eq!(ids(&store), ["run_a", "run_c", "run_e", "run_f"]);
+}
+
+fn queue_entries_keep_their_run_and_task<B: Backend>() {
+    let b = B::create();
+    let store = b.open().unwrap();
+    let e = QueueEntry {
+        ready_at: EPOCH,
+        seq: 7,
+        id: "run_01hx".into(),
+        task: "emails/send-welcome".into(),
+    };
+    store.commit(&[Write::Enqueue(e.clone())]).unwrap();
+    assert_eq!(store.queue().unwrap(), [e]);
+}
+
+fn steps_come_in_key_order_and_never_from_a_prefix_sibling_run<B: Backend>() {
+    let b = B::create();
+    let store = b.open().unwrap();
+    store
+        .commit(&[
+            put_step("run_1", "b", "\"1/b\""),
+            put_step("run_10", "a", "\"10/a\""),
+            put_step("run_1", "a:1", "\"1/a:1\""),
+            put_step("run_1x", "a", "\"1x/a\""),
+            put_step("run_1", "a", "\"1/a\""),
+            put_step("run_", "a", "\"_/a\""),
+            put_step("run_1", "c/d", "\"1/c/d\""),
+        ])
+        .unwrap();
+    let steps = |run: &str| -> Vec<(String, String)> {
+        store
+            .steps(run)
+            .unwrap()
+            .into_iter()
+            .map(|(k, s)| (k, s.output.unwrap().get().to_string()))
+            .collect()
+    };
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        steps("run_1"),
+        pairs(&[
+            ("a", "\"1/a\""),
+            ("a:1", "\"1/a:1\""),
+            ("b", "\"1/b\""),
+            ("c/d", "\"1/c/d\""),
+        ])
+    );
+    assert_eq!(steps("run_10"), pairs(&[("a", "\"10/a\"")]));
+    assert_eq!(steps("run_"), pairs(&[("a", "\"_/a\"")]));
+    assert!(steps("run_2").is_empty());
+    assert!(steps("run").is_empty());
+}
+
+fn scan_runs_visits_newest_first_and_the_cursor_continues_strictly_below<B: Backend>() {
+    let b = B::create();
+    let store = b.open().unwrap();
+    let ids = ["run_a", "run_b", "run_c", "run_c0", "run_d"];
+    let mut writes: Vec<Write> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| Write::PutRun(run(id, "t", EPOCH + i as u64)))
+        .collect();
+    // Records of other kinds sort around `r/` (queue below, steps and states above):
+    // none of them may show up as, or hide, a run.
+    writes.push(Write::Enqueue(entry(EPOCH, 1, "run_a")));
+    writes.push(put_step("run_d", "a", "1"));
+    writes.push(Write::PutState {
+        id: "run_b".into(),
+        state: RunState::initial(&run("run_b", "t", EPOCH)),
+    });
+    store.commit(&writes).unwrap();
+
+    assert_eq!(
+        scanned_ids(&store, None),
+        ["run_d", "run_c0", "run_c", "run_b", "run_a"]
+    );
+    assert_eq!(
+        scanned_ids(&store, Some("run_d")),
+        ["run_c0", "run_c", "run_b", "run_a"]
+    );
+    assert_eq!(scanned_ids(&store, Some("run_c")), ["run_b", "run_a"]);
+    // A cursor need not exist (the run may have been deleted since).
+    assert_eq!(scanned_ids(&store, Some("run_bz")), ["run_b", "run_a"]);
+    assert!(scanned_ids(&store, Some("run_a")).is_empty());
+    assert_eq!(scanned_ids(&store, Some("run_z")).len(), 5);
+
+    // The state is handed over with its record.
+    let mut states = Vec::new();
+    store
+        .scan_runs(None, &mut |rec, state| {
+            states.push((rec.id, state.map(|s| s.status)));
+            true
+        })
+        .unwrap();
+    assert_eq!(states[3], ("run_b".to_string(), Some(RunStatus::Queued)));
+    assert_eq!(states[0], ("run_d".to_string(), None));
+}
+
+fn scan_runs_stops_when_the_visitor_returns_false<B: Backend>() {
+    let b = B::create();
+    let store = b.open().unwrap();
+    let writes: Vec<Write> = (0..5)
+        .map(|i| Write::PutRun(run(&format!("run_{i}"), "t", EPOCH + i)))
+        .collect();
+    store.commit(&writes).unwrap();
+    let mut visited = Vec::new();
+    store
+        .scan_runs(None, &mut |rec, _| {
+            visited.push(rec.id);
+            visited.len() < 2
+        })
+        .unwrap();
+    assert_eq!(visited, ["run_4", "run_3"]);
+
+    let mut visited = Vec::new();
+    store
+        .scan_runs(Some("run_3"), &mut |rec, _| {
+            visited.push(rec.id);
+            false
+        })
+        .unwrap();
+    assert_eq!(visited, ["run_2"]);
+}
+
+fn an_empty_store_has_no_runs_and_no_queue<B: Backend>() {
+    let b = B::create();
+    let store = b.open().unwrap();
+    assert!(store.run("run_1").unwrap().is_none());
+    assert!(store.steps("run_1").unwrap().is_empty());
+    assert!(store.queue().unwrap().is_empty());
+    assert!(scanned_ids(&store, None).is_empty());
+    assert!(scanned_ids(&store, Some("run_1")).is_empty());
+}
+
+fn a_reopened_store_keeps_everything_after_sync<B: Backend>() {
+    let b = B::create();
+    {
+        let store = b.open().unwrap();
+        store
+            .commit(&[
+                Write::PutRun(record(&format!(
+                    r#"{{"id":"run_1","task":"t","payload":{{"n": 1}},"created_at":{EPOCH},"ready_at":{EPOCH}}}"#
+                ))),
+                Write::PutState {
+                    id: "run_1".into(),
+                    state: record(&format!(
+                        r#"{{"status":"completed","attempts":1,"started_at":{EPOCH},"ended_at":{},"output":[1, 2]}}"#,
+                        EPOCH + 10
+                    )),
+                },
+                put_step("run_1", "a", r#""a""#),
+                Write::PutRun(run("run_2", "t", EPOCH + 1)),
+                Write::Enqueue(entry(EPOCH + 1, 2, "run_2")),
+            ])
+            .unwrap();
+        store.sync().unwrap();
+    }
+
+    let store = b.open().unwrap();
+    let (rec, state) = store.run("run_1").unwrap().expect("run_1 survives");
+    assert_eq!(rec.payload.get(), r#"{"n": 1}"#);
+    let state = state.expect("its state survives");
+    assert_eq!(state.status, RunStatus::Completed);
+    assert_eq!(state.output.as_deref().map(RawValue::get), Some("[1, 2]"));
+    let steps = store.steps("run_1").unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(
+        steps[0].1.output.as_deref().map(RawValue::get),
+        Some(r#""a""#)
+    );
+    assert_eq!(store.queue().unwrap(), [entry(EPOCH + 1, 2, "run_2")]);
+    assert_eq!(scanned_ids(&store, None), ["run_2", "run_1"]);
+    assert_eq!(
+        store.kv().get(b"m/schema").unwrap(),
+        Some(SCHEMA_VERSION.to_be_bytes().to_vec()),
+        "reopening keeps the schema version"
+    );
+}
+
+fn a_new_store_records_its_schema_version<B: Backend>() {
+    let b = B::create();
+    let store = b.open().unwrap();
+    assert_eq!(
+        store.kv().get(b"m/schema").unwrap(),
+        Some(SCHEMA_VERSION.to_be_bytes().to_vec())
+    );
+}
+
+fn a_store_written_by_a_newer_schema_refuses_to_open<B: Backend>() {
+    let b = B::create();
+    {
+        let kv = b.open_kv().unwrap();
+        kv.apply(vec![(
+            b"m/schema".to_vec(),
+            Some((SCHEMA_VERSION + 1).to_be_bytes().to_vec()),
+        )])
+        .unwrap();
+        kv.sync().unwrap();
+    }
+    let err = b.open().err().expect("opening a newer store fails");
+    assert_eq!(err.code(), "E_SCHEMA_TOO_NEW");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("schema {}", SCHEMA_VERSION + 1)),
+        "{msg}"
+    );
+    // Refusing must not downgrade the marker: a newer build can still open it.
+    assert_eq!(
+        b.open_kv().unwrap().get(b"m/schema").unwrap(),
+        Some((SCHEMA_VERSION + 1).to_be_bytes().to_vec())
+    );
+}
+
+fn a_store_at_the_current_schema_opens<B: Backend>() {
+    let b = B::create();
+    {
+        let kv = b.open_kv().unwrap();
+        kv.apply(vec![(
+            b"m/schema".to_vec(),
+            Some(SCHEMA_VERSION.to_be_bytes().to_vec()),
+        )])
+        .unwrap();
+        kv.sync().unwrap();
+    }
+    b.open().unwrap();
+}
+
+/// Instantiates every behaviour for every backend: `mem::<name>` and `sled::<name>`.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod mem {
+            $( #[test] fn $name() { super::$name::<super::Mem>() } )*
+        }
+        mod sled {
+            $( #[test] fn $name() { super::$name::<super::Sled>() } )*
+        }
+    };
+}
+
+conformance!(
+    a_commit_is_visible_whole_and_round_trips_every_record,
+    a_run_without_a_state_change_has_no_state,
+    a_later_write_of_a_key_replaces_the_earlier_one,
+    a_reader_never_sees_half_a_commit,
+    the_queue_is_ordered_by_ready_at_then_seq_and_dequeue_removes,
+    queue_entries_keep_their_run_and_task,
+    steps_come_in_key_order_and_never_from_a_prefix_sibling_run,
+    scan_runs_visits_newest_first_and_the_cursor_continues_strictly_below,
+    scan_runs_stops_when_the_visitor_returns_false,
+    an_empty_store_has_no_runs_and_no_queue,
+    a_reopened_store_keeps_everything_after_sync,
+    a_new_store_records_its_schema_version,
+    a_store_written_by_a_newer_schema_refuses_to_open,
+    a_store_at_the_current_schema_opens,
+);
+
+// --- sled only ---------------------------------------------------------------------------
+
+#[test]
+fn sled_a_second_open_of_an_open_folder_fails_and_names_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SledKv::open(dir.path(), 1024 * 1024).unwrap();
+    let err = SledKv::open(dir.path(), 1024 * 1024)
+        .err()
+        .expect("the folder is locked by the first open");
+    assert_eq!(err.code(), "E_DATA_DIR_LOCKED");
+    let folder = dir.path().canonicalize().unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains(&folder.display().to_string()), "{msg}");
+
+    // The lock goes with the first handle.
+    drop(first);
+    SledKv::open(dir.path(), 1024 * 1024).unwrap();
+}
+
+#[test]
+fn sled_a_second_open_through_the_store_fails_with_the_same_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = crate::open_sled(dir.path(), None).unwrap();
+    let err = crate::open_sled(dir.path(), None)
+        .err()
+        .expect("the folder is locked");
+    assert_eq!(err.code(), "E_DATA_DIR_LOCKED");
+}

@@ -7,6 +7,10 @@
 //! | `x/{run id}`                     | `RunState` JSON            |
 //! | `s/{run id}/{step key}`          | `StepRecord` JSON          |
 //! | `q/{ready_at u64 BE}{seq u64 BE}`| `{run id}\0{task id}`      |
+//! | `e/{event id}`                   | `EventRecord` JSON         |
+//! | `n/{name}\0{ts u64 BE}{seq u64 BE}` | event id               |
+//! | `w/{run id}`                     | empty: the run waits on an event, token or child |
+//! | `k/{token id}`                   | `TokenRecord` JSON         |
 //!
 //! Run ids are ULID-based and sort by creation time, so a reverse scan of `r/` lists runs
 //! newest first. Everything lives in one keyspace because a sled batch is atomic only
@@ -14,7 +18,7 @@
 
 use super::{Store, Write};
 use crate::error::{Error, Result};
-use crate::model::{QueueEntry, RunRecord, RunState, StepRecord};
+use crate::model::{EventRecord, QueueEntry, RunRecord, RunState, StepRecord, TokenRecord};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -51,6 +55,14 @@ fn queue_key(ready_at: u64, seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(18);
     k.extend_from_slice(b"q/");
     k.extend_from_slice(&ready_at.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn name_key(name: &str, ts: u64, seq: u64) -> Vec<u8> {
+    let mut k = key("n/", name);
+    k.push(0);
+    k.extend_from_slice(&ts.to_be_bytes());
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
@@ -108,7 +120,7 @@ impl<K: Kv> Store for KvStore<K> {
     fn commit(&self, writes: &[Write]) -> Result<()> {
         let mut ops = Vec::with_capacity(writes.len());
         for w in writes {
-            ops.push(match w {
+            let op = match w {
                 Write::PutRun(r) => (key("r/", &r.id), Some(enc(r)?)),
                 Write::PutState { id, state } => (key("x/", id), Some(enc(state)?)),
                 Write::PutStep { run, key: k, step } => (step_key(run, k), Some(enc(step)?)),
@@ -120,7 +132,16 @@ impl<K: Kv> Store for KvStore<K> {
                     (queue_key(q.ready_at, q.seq), Some(v))
                 }
                 Write::Dequeue { ready_at, seq } => (queue_key(*ready_at, *seq), None),
-            });
+                Write::PutEvent(e) => {
+                    let by_name = name_key(&e.name, e.ts, e.seq);
+                    ops.push((by_name, Some(e.id.as_bytes().to_vec())));
+                    (key("e/", &e.id), Some(enc(e)?))
+                }
+                Write::PutWaiting { run } => (key("w/", run), Some(Vec::new())),
+                Write::DelWaiting { run } => (key("w/", run), None),
+                Write::PutToken { id, token } => (key("k/", id), Some(enc(token)?)),
+            };
+            ops.push(op);
         }
         self.kv.apply(ops)
     }
@@ -178,6 +199,54 @@ impl<K: Kv> Store for KvStore<K> {
             true
         })?;
         Ok(out)
+    }
+
+    fn event(&self, id: &str) -> Result<Option<EventRecord>> {
+        match self.kv.get(&key("e/", id))? {
+            Some(v) => Ok(Some(dec("event", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn events_after(
+        &self,
+        name: &str,
+        after: (u64, u64),
+        visit: &mut dyn FnMut(EventRecord) -> bool,
+    ) -> Result<()> {
+        let mut prefix = key("n/", name);
+        prefix.push(0);
+        let mut start = name_key(name, after.0, after.1);
+        start.push(0); // strictly after `after`
+        let mut ids = Vec::new();
+        self.kv.scan(&prefix, false, Some(&start), &mut |_, v| {
+            ids.push(String::from_utf8_lossy(v).into_owned());
+            ids.len() < 10_000
+        })?;
+        for id in ids {
+            if let Some(e) = self.event(&id)? {
+                if !visit(e) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn waiting_runs(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        self.kv.scan(b"w/", false, None, &mut |k, _| {
+            out.push(String::from_utf8_lossy(&k[2..]).into_owned());
+            true
+        })?;
+        Ok(out)
+    }
+
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        match self.kv.get(&key("k/", id))? {
+            Some(v) => Ok(Some(dec("token", &v)?)),
+            None => Ok(None),
+        }
     }
 
     fn scan_runs(

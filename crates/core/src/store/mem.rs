@@ -23,6 +23,18 @@ impl MemKv {
     }
 }
 
+/// The smallest key greater than every key starting with `prefix` (`None`: no such key).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 impl Kv for MemKv {
     fn apply(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
         let mut map = self.lock()?;
@@ -52,7 +64,10 @@ impl Kv for MemKv {
             if reverse {
                 let upper = match start {
                     Some(s) => Bound::Excluded(s.to_vec()),
-                    None => Bound::Unbounded,
+                    None => match prefix_end(prefix) {
+                        Some(end) => Bound::Excluded(end),
+                        None => Bound::Unbounded,
+                    },
                 };
                 map.range::<Vec<u8>, _>((Bound::Included(prefix.to_vec()), upper))
                     .rev()

@@ -15,7 +15,7 @@ pub use mem::MemKv;
 pub use sled_kv::SledKv;
 
 use crate::error::Result;
-use crate::model::{QueueEntry, RunRecord, RunState, StepRecord};
+use crate::model::{EventRecord, QueueEntry, RunRecord, RunState, StepRecord, TokenRecord};
 
 /// One write of a commit.
 #[derive(Debug)]
@@ -35,6 +35,19 @@ pub enum Write {
         ready_at: u64,
         seq: u64,
     },
+    /// An event, indexed by id (dedup) and by (name, ingest time, seq).
+    PutEvent(EventRecord),
+    /// Marks a run as waiting on an event, a token or a child (rebuilt into memory on open).
+    PutWaiting {
+        run: String,
+    },
+    DelWaiting {
+        run: String,
+    },
+    PutToken {
+        id: String,
+        token: TokenRecord,
+    },
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -49,6 +62,19 @@ pub trait Store: Send + Sync + 'static {
     fn steps(&self, run: &str) -> Result<Vec<(String, StepRecord)>>;
     /// Every queue entry: runs that have not ended (recovery rebuilds the scheduler from it).
     fn queue(&self) -> Result<Vec<QueueEntry>>;
+    /// The event with this id, if stored.
+    fn event(&self, id: &str) -> Result<Option<EventRecord>>;
+    /// Visits events named `name` ingested strictly after `after` = (ts, seq), oldest
+    /// first, until `visit` returns false.
+    fn events_after(
+        &self,
+        name: &str,
+        after: (u64, u64),
+        visit: &mut dyn FnMut(EventRecord) -> bool,
+    ) -> Result<()>;
+    /// Runs marked waiting on an event, a token or a child.
+    fn waiting_runs(&self) -> Result<Vec<String>>;
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>>;
     /// Visits runs newest first, starting strictly before `before` (a run id) when given,
     /// until `visit` returns false.
     fn scan_runs(

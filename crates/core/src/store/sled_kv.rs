@@ -4,8 +4,28 @@
 
 use super::Kv;
 use crate::error::{Error, Result};
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Folders open in this process: a second open of one fails at once. A folder not in here
+/// whose sled lock is taken is another process's, or the lock of a handle of ours that was
+/// just dropped: sled releases it from its own I/O threads a moment after the drop. So the
+/// open retries for `LOCK_GRACE` before reporting the folder locked.
+fn open_dirs() -> &'static Mutex<HashSet<PathBuf>> {
+    static OPEN: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    OPEN.get_or_init(Default::default)
+}
+
+const LOCK_GRACE: Duration = Duration::from_secs(2);
+
+fn unregister(dir: &Path) {
+    if let Ok(mut open) = open_dirs().lock() {
+        open.remove(dir);
+    }
+}
 
 pub struct SledKv {
     db: sled::Db,
@@ -24,25 +44,55 @@ impl SledKv {
             ))
         })?;
         let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        let db = sled::Config::new()
-            .path(&dir)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io)
+        let registered = open_dirs()
+            .lock()
+            .map(|mut open| open.insert(dir.clone()))
+            .unwrap_or(false);
+        if !registered {
+            return Err(Error::DataDirLocked { path: dir });
+        }
+        let started = Instant::now();
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(&dir)
+                .cache_capacity(cache_bytes)
+                .flush_every_ms(None)
+                .open();
+            match opened {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io))
                     if io.kind() == std::io::ErrorKind::WouldBlock
                         || io.to_string().contains("could not acquire lock") =>
                 {
-                    Error::DataDirLocked { path: dir.clone() }
+                    if started.elapsed() >= LOCK_GRACE {
+                        unregister(&dir);
+                        return Err(Error::DataDirLocked { path: dir });
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-                other => Error::Store(format!(
-                    "cannot open the store in {}: {other}",
-                    dir.display()
-                )),
-            })?;
-        let data_file = File::open(dir.join("db"))?;
+                Err(other) => {
+                    unregister(&dir);
+                    return Err(Error::Store(format!(
+                        "cannot open the store in {}: {other}",
+                        dir.display()
+                    )));
+                }
+            }
+        };
+        let data_file = match File::open(dir.join("db")) {
+            Ok(f) => f,
+            Err(e) => {
+                unregister(&dir);
+                return Err(e.into());
+            }
+        };
         Ok(SledKv { db, data_file, dir })
+    }
+}
+
+impl Drop for SledKv {
+    fn drop(&mut self) {
+        unregister(&self.dir);
     }
 }
 

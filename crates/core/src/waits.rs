@@ -1,0 +1,373 @@
+//! The wait indexes: how an event, a token or a finished child run finds the runs parked
+//! on it without scanning every wait.
+//!
+//! Event waits are indexed by `name → match path → match value → waits`: an incoming event
+//! is looked up once per distinct match path registered for its name (usually one), then
+//! each candidate's `if` (already bound to the waiting run's trigger event) is evaluated.
+//! The index lives in memory and is rebuilt on open from the runs marked waiting (`w/`).
+
+use crate::engine::Sched;
+use crate::error::{Error, Result};
+use crate::expr::{self, Expr};
+use crate::model::{EventRecord, Json, RunRecord, RunState, WaitSpec};
+use crate::store::Store;
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// A run parked on waits.
+#[derive(Debug, Clone)]
+pub struct WaitingRun {
+    pub task: String,
+    pub entry: Option<(u64, u64)>,
+    pub specs: Vec<WaitSpec>,
+    pub attempt: u32,
+    pub started_at: Option<u64>,
+    pub event_cursor: Option<(u64, u64)>,
+}
+
+impl WaitingRun {
+    pub fn from_state(task: String, st: &RunState) -> Self {
+        WaitingRun {
+            task,
+            entry: st.entry,
+            specs: st.waits.clone(),
+            attempt: st.attempts,
+            started_at: st.started_at,
+            event_cursor: st.event_cursor,
+        }
+    }
+    /// Whether anything but a timer can resume it (then it is marked in `w/`).
+    pub fn indexed(&self) -> bool {
+        self.specs
+            .iter()
+            .any(|s| !matches!(s, WaitSpec::Sleep { .. }))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct EventWait {
+    run: String,
+    key: String,
+    cond: Option<Expr>,
+    after: (u64, u64),
+}
+
+#[derive(Default)]
+pub struct WaitIndex {
+    events: HashMap<String, HashMap<String, HashMap<String, Vec<EventWait>>>>,
+    /// token → (run, key)
+    pub tokens: HashMap<String, (String, String)>,
+}
+
+impl WaitIndex {
+    pub fn add(&mut self, run: &str, specs: &[WaitSpec], trigger: &Value) -> Result<()> {
+        for spec in specs {
+            match spec {
+                WaitSpec::Event {
+                    key,
+                    events,
+                    path,
+                    value,
+                    if_expr,
+                    after,
+                    ..
+                } => {
+                    let cond = match if_expr {
+                        Some(src) => {
+                            Some(expr::parse("waitForEvent.if", src)?.bind("event", trigger))
+                        }
+                        None => None,
+                    };
+                    for name in events {
+                        self.events
+                            .entry(name.clone())
+                            .or_default()
+                            .entry(path.clone())
+                            .or_default()
+                            .entry(canonical_text(value))
+                            .or_default()
+                            .push(EventWait {
+                                run: run.to_string(),
+                                key: key.clone(),
+                                cond: cond.clone(),
+                                after: after.unwrap_or((0, 0)),
+                            });
+                    }
+                }
+                WaitSpec::Token { key, token, .. } => {
+                    self.tokens
+                        .insert(token.clone(), (run.to_string(), key.clone()));
+                }
+                WaitSpec::Sleep { .. } | WaitSpec::Child { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub fn remove(&mut self, run: &str, specs: &[WaitSpec]) {
+        for spec in specs {
+            match spec {
+                WaitSpec::Event {
+                    events,
+                    path,
+                    value,
+                    ..
+                } => {
+                    for name in events {
+                        let Some(paths) = self.events.get_mut(name) else {
+                            continue;
+                        };
+                        if let Some(values) = paths.get_mut(path) {
+                            let v = canonical_text(value);
+                            if let Some(list) = values.get_mut(&v) {
+                                list.retain(|w| w.run != run);
+                                if list.is_empty() {
+                                    values.remove(&v);
+                                }
+                            }
+                            if values.is_empty() {
+                                paths.remove(path);
+                            }
+                        }
+                        if paths.is_empty() {
+                            self.events.remove(name);
+                        }
+                    }
+                }
+                WaitSpec::Token { token, .. } => {
+                    if self.tokens.get(token).is_some_and(|(r, _)| r == run) {
+                        self.tokens.remove(token);
+                    }
+                }
+                WaitSpec::Sleep { .. } | WaitSpec::Child { .. } => {}
+            }
+        }
+    }
+
+    /// The (run, key) of every wait the event resumes, in registration order.
+    pub fn matches(&self, name: &str, event: &Value, at: (u64, u64)) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let Some(paths) = self.events.get(name) else {
+            return out;
+        };
+        for (path, values) in paths {
+            let v = if path.is_empty() {
+                String::new()
+            } else {
+                canonical(lookup_path(event, path))
+            };
+            let Some(list) = values.get(&v) else { continue };
+            for w in list {
+                if at > w.after
+                    && w.cond
+                        .as_ref()
+                        .is_none_or(|c| expr::eval(c, &[("async", event)]))
+                {
+                    out.push((w.run.clone(), w.key.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether any wait listens for events named `name`.
+    pub fn listens(&self, name: &str) -> bool {
+        self.events.contains_key(name)
+    }
+}
+
+fn lookup_path<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
+    let parts: Vec<&str> = path.split('.').collect();
+    expr::lookup(v, &parts)
+}
+
+/// The canonical JSON text of a match value (`null` when absent): equal values, equal text.
+pub fn canonical(v: Option<&Value>) -> String {
+    v.map(|v| serde_json::to_string(v).unwrap_or_default())
+        .unwrap_or_else(|| "null".into())
+}
+
+/// Re-canonicalizes a match value given as JSON text (empty: no match path).
+pub fn canonical_text(text: &str) -> String {
+    if text.is_empty() {
+        return String::new();
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) => canonical(Some(&v)),
+        Err(_) => text.to_string(),
+    }
+}
+
+/// The event as user code sees it: `{ id, name, data, ts }`.
+pub fn event_json(e: &EventRecord) -> Result<Json> {
+    let text = format!(
+        "{{\"id\":{},\"name\":{},\"data\":{},\"ts\":{}}}",
+        serde_json::to_string(&e.id).unwrap_or_default(),
+        serde_json::to_string(&e.name).unwrap_or_default(),
+        e.data.get(),
+        e.ts
+    );
+    serde_json::value::RawValue::from_string(text)
+        .map_err(|e| Error::Internal(format!("event json: {e}")))
+}
+
+pub fn event_value(e: &EventRecord) -> Value {
+    let data: Value = serde_json::from_str(e.data.get()).unwrap_or(Value::Null);
+    serde_json::json!({ "id": e.id, "name": e.name, "data": data, "ts": e.ts })
+}
+
+/// The waiting run's own event, for `match` and `if`: its trigger event, or `{ data: payload }`
+/// for a run triggered directly.
+pub fn trigger_value(rec: &RunRecord) -> Value {
+    match &rec.event {
+        Some(e) => serde_json::from_str(e.get()).unwrap_or(Value::Null),
+        None => {
+            let data: Value = serde_json::from_str(rec.payload.get()).unwrap_or(Value::Null);
+            serde_json::json!({ "data": data })
+        }
+    }
+}
+
+/// The first event (oldest) named one of `names`, ingested after `after`, that matches:
+/// the race-free "the event may come before the wait" of DESIGN §3.4.
+pub(crate) fn find_event(
+    s: &Sched,
+    store: &dyn Store,
+    names: &[String],
+    path: &str,
+    value: &str,
+    cond: Option<&Expr>,
+    after: (u64, u64),
+) -> Result<Option<EventRecord>> {
+    let ok = |e: &EventRecord| {
+        let v = event_value(e);
+        let pv = if path.is_empty() {
+            String::new()
+        } else {
+            canonical(lookup_path(&v, path))
+        };
+        pv == value && cond.is_none_or(|c| expr::eval(c, &[("async", &v)]))
+    };
+    let mut best: Option<EventRecord> = None;
+    for name in names {
+        store.events_after(name, after, &mut |e| {
+            if ok(&e) {
+                best = match best.take() {
+                    Some(b) if (b.ts, b.seq) <= (e.ts, e.seq) => Some(b),
+                    _ => Some(e),
+                };
+                return false;
+            }
+            true
+        })?;
+    }
+    for e in s.pending_events.values() {
+        if names.contains(&e.name)
+            && (e.ts, e.seq) > after
+            && ok(e)
+            && best.as_ref().is_none_or(|b| (e.ts, e.seq) < (b.ts, b.seq))
+        {
+            best = Some(e.clone());
+        }
+    }
+    Ok(best)
+}
+
+impl crate::engine::Engine {
+    /// Persists events (all or none are valid), deduplicated by id; starts a run per
+    /// subscribed task and resumes the matching waits. Returns the event ids in order.
+    pub(crate) fn ingest(
+        &self,
+        s: &mut Sched,
+        store: &dyn Store,
+        events: Vec<crate::engine::EventIn>,
+        now: u64,
+        writes: &mut Vec<crate::store::Write>,
+        after: &mut crate::engine::AfterCommit,
+    ) -> Result<Vec<String>> {
+        use crate::engine::{completed_step, json_null};
+        use crate::model::RunRecord;
+        use crate::store::Write;
+        for ev in &events {
+            if ev.name.is_empty() || ev.name.len() > 256 {
+                return Err(Error::bad_option(
+                    "name",
+                    "an event needs a name: a string of 1 to 256 characters, like 'user/signed-up'",
+                ));
+            }
+            if ev
+                .id
+                .as_ref()
+                .is_some_and(|id| id.is_empty() || id.len() > 256)
+            {
+                return Err(Error::bad_option(
+                    "id",
+                    "an event id is a string of 1 to 256 characters",
+                ));
+            }
+            if let Some(d) = &ev.data {
+                self.check_size("the event data", d)?;
+            }
+        }
+        let mut ids = Vec::with_capacity(events.len());
+        for ev in events {
+            let id = match ev.id {
+                Some(id) => id,
+                None => s.next_id("evt", now),
+            };
+            let dup = s.pending_events.contains_key(&id) || store.event(&id)?.is_some();
+            if dup {
+                ids.push(id);
+                continue;
+            }
+            let seq = s.next_seq();
+            let rec = EventRecord {
+                id: id.clone(),
+                name: ev.name,
+                data: ev.data.unwrap_or_else(json_null),
+                ts: ev.ts.unwrap_or(now),
+                seq,
+            };
+            // Matching orders events by ingestion: (now, seq), whatever `ts` the sender gave.
+            let at = (now, seq);
+            let json = event_json(&rec)?;
+            let subs = s.subs.get(&rec.name).cloned().unwrap_or_default();
+            let listens = s.index.listens(&rec.name);
+            if !subs.is_empty() || listens {
+                let value = event_value(&rec);
+                for (task, cond) in subs {
+                    if cond
+                        .as_ref()
+                        .is_some_and(|c| !expr::eval(c, &[("event", &value)]))
+                    {
+                        continue;
+                    }
+                    let run = s.next_id("run", now);
+                    let rec = RunRecord {
+                        id: run,
+                        task,
+                        payload: rec.data.clone(),
+                        tags: Vec::new(),
+                        created_at: now,
+                        ready_at: now,
+                        event: Some(json.clone()),
+                        parent: None,
+                    };
+                    self.new_run(s, rec, writes, after);
+                }
+                if listens {
+                    for (run, key) in s.index.matches(&rec.name, &value, at) {
+                        let step = completed_step(json.clone(), now);
+                        self.wake(s, &run, &key, step, Some(at), now, writes);
+                    }
+                }
+            }
+            let stored = EventRecord { ts: now, ..rec };
+            writes.push(Write::PutEvent(stored.clone()));
+            s.pending_events.insert(id.clone(), stored);
+            after.events.push(id.clone());
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+}
