@@ -675,7 +675,12 @@ class Invocation {
   private readonly memo: Map<string, ClaimedStep>;
   private stepsInFlight = 0;
   private retryOp: string | null = null;
-  private readonly waits = new Map<string, string>();
+  /** Waits reached and not resolved: key → (spec, the resolution count when reached). */
+  private readonly waits = new Map<string, { spec: string; gen: number }>();
+  /** Waits the run moved on from (the losers of a race): parked on only if nothing else is. */
+  private readonly dropped = new Map<string, string>();
+  /** How many step results the code has been given so far. */
+  private resolves = 0;
   private checkScheduled = false;
   private ended = false;
   private suspended: (() => void) | null = null;
@@ -709,26 +714,40 @@ class Invocation {
     this.checkScheduled = true;
     setImmediate(() => {
       this.checkScheduled = false;
-      if (!this.ended && this.stepsInFlight === 0 && this.parking) this.suspended?.();
+      if (this.ended || this.stepsInFlight !== 0) return;
+      if (!this.parking && this.dropped.size > 0) {
+        // Nothing else to wait for: the code still awaits a wait it seemed to move on from
+        // (e.g. Promise.all over a wait and a branch of several steps).
+        for (const [key, spec] of this.dropped) this.waits.set(key, { spec, gen: this.resolves });
+        this.dropped.clear();
+      }
+      if (this.parking) this.suspended?.();
     });
+  }
+
+  /** The code got a step's result. */
+  private resolved<T>(value: T): T {
+    this.resolves++;
+    return value;
   }
 
   async run(): Promise<void> {
     const c = this.c;
     const def = this.engine.tasks.get(c.task);
     if (!def) {
-      await this.engine._report(`{"op":"release","run":${JSON.stringify(c.id)}}`);
+      this.end(`{"op":"release","run":${JSON.stringify(c.id)}}`);
       return;
     }
+    // Every step call reports errors by rejecting its promise, never by throwing.
     const step: StepApi = {
       run: (id, fn) => this.step(id, fn),
-      sleep: (id, duration) => this.sleep(id, () => this.engine._now() + toMs('duration', duration)),
-      sleepUntil: (id, until) => this.sleep(id, () => toTime('until', until)),
-      waitForEvent: <N extends string>(id: string, opts: WaitForEventOptions<N>) => this.waitForEvent(id, opts) as Promise<DurablyEvent<N> | null>,
-      sendEvent: (id, events) => this.sendEvent(id, events),
-      invoke: <P, O>(id: string, task: Task<P, O>, payload: P) => this.invoke(id, task, payload) as Promise<O>,
-      createToken: (id, opts) => this.createToken(id, opts),
-      waitForToken: <T>(id: string, token: Token) => this.waitForToken(id, token) as Promise<T | null>,
+      sleep: async (id, duration) => this.sleep(id, () => this.engine._now() + toMs('duration', duration)),
+      sleepUntil: async (id, until) => this.sleep(id, () => toTime('until', until)),
+      waitForEvent: async <N extends string>(id: string, opts: WaitForEventOptions<N>) => this.waitForEvent(id, opts) as Promise<DurablyEvent<N> | null>,
+      sendEvent: async (id, events) => this.sendEvent(id, events),
+      invoke: async <P, O>(id: string, task: Task<P, O>, payload: P) => this.invoke(id, task, payload) as Promise<O>,
+      createToken: async (id, opts) => this.createToken(id, opts),
+      waitForToken: async <T>(id: string, token: Token) => this.waitForToken(id, token) as Promise<T | null>,
     };
     const ctx: TaskContext = {
       step,
@@ -745,20 +764,16 @@ class Invocation {
     } catch (error) {
       outcome = { ok: false, error };
     }
-    if (outcome !== null && this.parking) {
-      // The function settled while something was parked (a branch not awaited): the parked
-      // work still has to happen, so suspend rather than end.
-      await this.suspendedWhenIdle();
-      outcome = null;
-    }
+    // A function that settled ends the run, even with waits pending: nothing awaits them
+    // any more (the losers of a race, or branches not awaited).
     this.ended = true;
     const id = JSON.stringify(c.id);
     if (outcome === null) {
       if (this.retryOp !== null) {
-        await this.engine._report(this.retryOp);
+        this.end(this.retryOp);
       } else {
-        const waits = [...this.waits.values()].join(',');
-        await this.engine._report(`{"op":"wait","run":${id},"waits":[${waits}]}`);
+        const waits = [...this.waits.values()].map((w) => w.spec).join(',');
+        this.end(`{"op":"wait","run":${id},"waits":[${waits}]}`);
       }
       return;
     }
@@ -767,10 +782,10 @@ class Invocation {
       try {
         output = toJson(outcome.value, `the output of run ${c.id}`, this.engine.config.maxPayloadBytes);
       } catch (e) {
-        await this.engine._report(`{"op":"fail","run":${id},"nonRetriable":true,"error":${JSON.stringify(serializeError(e))}}`);
+        this.end(`{"op":"fail","run":${id},"nonRetriable":true,"error":${JSON.stringify(serializeError(e))}}`);
         return;
       }
-      await this.engine._report(`{"op":"complete","run":${id},"output":${output}}`);
+      this.end(`{"op":"complete","run":${id},"output":${output}}`);
       return;
     }
     const err = outcome.error;
@@ -782,12 +797,18 @@ class Invocation {
     ) {
       extra = ',"nonRetriable":true';
     } else if (err instanceof RetryAfterError) extra = `,"retryAt":${this.retryAt(err)}`;
-    await this.engine._report(`{"op":"fail","run":${id}${extra},"error":${JSON.stringify(serializeError(err))}}`);
+    this.end(`{"op":"fail","run":${id}${extra},"error":${JSON.stringify(serializeError(err))}}`);
   }
 
-  private suspendedWhenIdle(): Promise<void> {
-    this.scheduleCheck();
-    return this.suspendedP;
+  /**
+   * Reports the op that ends the invocation. Not awaited: the run's slot frees as soon as its
+   * function is done, while the op waits for the disk with the others of its batch (the
+   * executor caps how many such ops may be outstanding).
+   */
+  private end(op: string): void {
+    this.engine._report(op).catch((e) => {
+      if (this.engine.isOpen) console.error(`[durably] run ${this.c.id} could not be reported:`, e);
+    });
   }
 
   private retryAt(err: RetryAfterError): number {
@@ -804,6 +825,14 @@ class Invocation {
   private key(id: string, what: string): string {
     if (typeof id !== 'string' || id.length === 0 || id.length > 256) {
       throw badOption('step id', `step.${what}(id, …) needs an id: a non-empty string of at most 256 characters`);
+    }
+    // Creating a step after a result came in means the code moved on: waits reached before
+    // that result and still pending lost a race. They are not parked on (unless nothing else is).
+    for (const [key, w] of this.waits) {
+      if (w.gen < this.resolves) {
+        this.waits.delete(key);
+        this.dropped.set(key, w.spec);
+      }
     }
     const n = this.seen.get(id) ?? 0;
     this.seen.set(id, n + 1);
@@ -825,7 +854,7 @@ class Invocation {
       if (e !== SUSPEND) throw e;
     } finally {
       this.stepsInFlight--;
-      if (this.stepsInFlight === 0 && this.parking) this.scheduleCheck();
+      if (this.stepsInFlight === 0 && (this.parking || this.dropped.size > 0)) this.scheduleCheck();
     }
     return never;
   }
@@ -837,9 +866,9 @@ class Invocation {
   private async step<T>(id: string, fn: (info: { attempt: number }) => T | Promise<T>): Promise<Awaited<T>> {
     const key = this.key(id, 'run');
     if (typeof fn !== 'function') throw badOption('step fn', `step.run("${id}", fn) needs a function`);
-    if (this.parking) return never;
+    if (this.retryOp !== null) return never;
     const m = this.memo.get(key);
-    if (m?.status === 'completed') return (m.output ?? null) as Awaited<T>;
+    if (m?.status === 'completed') return this.resolved((m.output ?? null) as Awaited<T>);
     if (m?.status === 'failed') throw rethrowable(m.error ?? { name: 'Error', message: 'step failed' });
     const attempt = (m?.attempts ?? 0) + 1;
     const run = JSON.stringify(this.c.id);
@@ -870,7 +899,7 @@ class Invocation {
         throw err;
       }
       await this.storeStep(key, attempt, output);
-      return JSON.parse(output) as Awaited<T>;
+      return this.resolved(JSON.parse(output) as Awaited<T>);
     });
   }
 
@@ -879,18 +908,18 @@ class Invocation {
    * stored deadline); otherwise parks `spec` and never resolves in this invocation.
    */
   private async wait(key: string, spec: (m: ClaimedStep | undefined) => string): Promise<unknown> {
-    if (this.parking && this.retryOp !== null) return never;
+    if (this.retryOp !== null) return never;
     const m = this.memo.get(key);
-    if (m?.status === 'completed') return m.output ?? null;
+    if (m?.status === 'completed') return this.resolved(m.output ?? null);
     if (m?.status === 'failed') throw rethrowable(m.error ?? { name: 'Error', message: 'wait failed' });
     if (m?.status === 'waiting' && m.wakeAt !== undefined && m.wakeAt <= this.c.now && m.child === undefined) {
       // Its deadline passed: a sleep is over, a wait timed out (null). Memoize that.
       return this.tracked(async () => {
         await this.storeStep(key, 1, 'null');
-        return null;
+        return this.resolved(null);
       });
     }
-    this.waits.set(key, spec(m));
+    this.waits.set(key, { spec: spec(m), gen: this.resolves });
     this.scheduleCheck();
     return never;
   }
@@ -933,9 +962,9 @@ class Invocation {
 
   private async sendEvent(id: string, events: EventInput | EventInput[]): Promise<{ ids: string[] }> {
     const key = this.key(id, 'sendEvent');
-    if (this.parking) return never;
+    if (this.retryOp !== null) return never;
     const m = this.memo.get(key);
-    if (m?.status === 'completed') return m.output as { ids: string[] };
+    if (m?.status === 'completed') return this.resolved(m.output as { ids: string[] });
     // Ids are given here, so that the step's stored result names the events it sent.
     const list = (Array.isArray(events) ? events : [events]).map((e) =>
       e !== null && typeof e === 'object' && e.id === undefined ? { ...e, id: `evt_${randomUUID().replace(/-/g, '')}` } : e,
@@ -944,7 +973,7 @@ class Invocation {
     const ids = list.map((e) => e.id as string);
     return this.tracked(async () => {
       await this.engine._report(`{"op":"sendEvent","run":${JSON.stringify(this.c.id)},"key":${JSON.stringify(key)},"events":${json}}`);
-      return { ids };
+      return this.resolved({ ids });
     });
   }
 

@@ -108,6 +108,11 @@ export function serializeError(err: unknown, depth = 0): StoredError {
 
 /** Rebuilds a thrown error from its stored form (a step that failed for good, on replay). */
 export function deserializeError(e: StoredError): Error {
+  if (e.name === 'DurablyError' && typeof e.code === 'string') {
+    const err = new DurablyError(e.code as ErrorCode, e.message, e.cause !== undefined ? { cause: e.cause } : undefined);
+    if (e.stack) err.stack = e.stack;
+    return err;
+  }
   const err = e.name === 'NonRetriableError' ? new NonRetriableError(e.message) : new Error(e.message);
   err.name = e.name;
   if (e.stack) err.stack = e.stack;

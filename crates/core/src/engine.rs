@@ -520,6 +520,10 @@ pub(crate) struct Sched {
     pub pending_events: HashMap<String, EventRecord>,
     pub pending_outcomes: HashMap<String, Outcome>,
     pub pending_tokens: HashMap<String, Json>,
+    /// Requeued runs to schedule once the current commit is applied.
+    deferred: Vec<QueueEntry>,
+    /// Runs triggered by this process that have not started yet: no state, no steps to load.
+    fresh: HashSet<String>,
     waiters: HashMap<String, Vec<oneshot::Sender<Outcome>>>,
     seq: u64,
     ids: ulid::Generator,
@@ -539,8 +543,10 @@ impl Sched {
         }
     }
 
-    /// Gives a run a new queue entry at `ready_at` (replacing its old one) and schedules it.
-    pub(crate) fn enqueue(&mut self, id: &str, task: &str, ready_at: u64, now: u64) -> QueueEntry {
+    /// Gives a run a new queue entry at `ready_at` (replacing its old one). It is scheduled
+    /// once the commit that writes it is applied (`deferred` → `AfterCommit`): a claim reads
+    /// the run's steps from the store and must see every write that led to the requeue.
+    pub(crate) fn enqueue(&mut self, id: &str, task: &str, ready_at: u64) -> QueueEntry {
         let seq = self.next_seq();
         let e = QueueEntry {
             ready_at,
@@ -549,7 +555,7 @@ impl Sched {
             task: task.to_string(),
         };
         self.entries.insert(e.id.clone(), (ready_at, seq));
-        self.schedule(e.clone(), now);
+        self.deferred.push(e.clone());
         e
     }
 
@@ -779,6 +785,7 @@ impl Engine {
             task: rec.task.clone(),
         };
         s.entries.insert(e.id.clone(), (e.ready_at, e.seq));
+        s.fresh.insert(e.id.clone());
         writes.push(Write::PutRun(rec));
         writes.push(Write::Enqueue(e.clone()));
         after.new_runs.push(e);
@@ -847,7 +854,9 @@ impl Engine {
         let ids = {
             let store = self.store()?;
             let mut s = self.sched()?;
-            self.ingest(&mut s, &*store, events, now, &mut writes, &mut after)?
+            let ids = self.ingest(&mut s, &*store, events, now, &mut writes, &mut after);
+            after.new_runs.append(&mut s.deferred);
+            ids?
         };
         self.inner.work.notify_one();
         if !writes.is_empty() {
@@ -892,6 +901,7 @@ impl Engine {
             });
             s.pending_tokens.insert(token.to_string(), data);
             after.tokens.push(token.to_string());
+            after.new_runs.append(&mut s.deferred);
             resumed
         };
         self.inner.work.notify_one();
@@ -1023,7 +1033,8 @@ impl Engine {
                             event_cursor: None,
                         },
                     );
-                    picked.push((e, max_attempts));
+                    let fresh = s.fresh.remove(&e.id);
+                    picked.push((e, max_attempts, fresh));
                 }
                 let next_wake = if room == 0 {
                     None
@@ -1045,11 +1056,36 @@ impl Engine {
         }
     }
 
-    fn load_claimed(&self, picked: Vec<(QueueEntry, u32)>, now: u64) -> Result<Vec<Claimed>> {
+    fn load_claimed(&self, picked: Vec<(QueueEntry, u32, bool)>, now: u64) -> Result<Vec<Claimed>> {
         let store = self.store()?;
         let mut out = Vec::with_capacity(picked.len());
         let mut stale = Vec::new();
-        for (e, max_attempts) in picked {
+        for (e, max_attempts, fresh) in picked {
+            if fresh {
+                // Triggered here and never started: the trigger record is all there is.
+                let Some(rec) = store.run_record(&e.id)? else {
+                    stale.push(e);
+                    continue;
+                };
+                if rec.parent.is_some() {
+                    if let Some(r) = self.sched()?.running.get_mut(&e.id) {
+                        r.parent = rec.parent.clone();
+                    }
+                }
+                out.push(Claimed {
+                    id: rec.id,
+                    task: rec.task,
+                    payload: rec.payload,
+                    attempt: 1,
+                    max_attempts,
+                    created_at: rec.created_at,
+                    now,
+                    tags: rec.tags,
+                    event: rec.event,
+                    steps: Vec::new(),
+                });
+                continue;
+            }
             let loaded = store.run(&e.id)?;
             let Some((rec, state)) = loaded else {
                 stale.push(e);
@@ -1129,6 +1165,7 @@ impl Engine {
             for op in ops {
                 self.apply_op(&mut s, &*store, op, now, &mut writes, &mut after)?;
             }
+            after.new_runs.append(&mut s.deferred);
         }
         self.inner.work.notify_one();
         if writes.is_empty() {
@@ -1289,7 +1326,7 @@ impl Engine {
         attempts: u32,
         error: Option<Json>,
     ) {
-        let e = s.enqueue(run, &r.task, ready_at, now);
+        let e = s.enqueue(run, &r.task, ready_at);
         writes.push(Write::Dequeue {
             ready_at: r.entry.0,
             seq: r.entry.1,
@@ -1566,7 +1603,7 @@ impl Engine {
         let wake = specs.iter().filter_map(WaitSpec::wake_at).min();
         let entry = match wake {
             Some(at) => {
-                let e = s.enqueue(&run, &r.task, at, now);
+                let e = s.enqueue(&run, &r.task, at);
                 writes.push(Write::Enqueue(e.clone()));
                 Some((e.ready_at, e.seq))
             }
@@ -1652,7 +1689,7 @@ impl Engine {
                 run: run.to_string(),
             });
         }
-        let e = s.enqueue(run, &w.task, now, now);
+        let e = s.enqueue(run, &w.task, now);
         writes.push(Write::Enqueue(e.clone()));
         writes.push(Write::PutState {
             id: run.to_string(),

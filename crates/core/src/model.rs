@@ -10,6 +10,11 @@ use serde_json::value::RawValue;
 
 pub type Json = Box<RawValue>;
 
+/// A present JSON value, `null` included, is `Some` (serde would read `null` as `None`).
+fn some_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Json>, D::Error> {
+    Json::deserialize(d).map(Some)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
@@ -96,7 +101,11 @@ pub struct RunState {
     pub started_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "some_json",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub output: Option<Json>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Json>,
@@ -151,7 +160,11 @@ pub enum StepStatus {
 pub struct StepRecord {
     pub status: StepStatus,
     pub attempts: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "some_json",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub output: Option<Json>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Json>,
@@ -244,7 +257,11 @@ pub struct TokenRecord {
     pub run: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "some_json",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub data: Option<Json>,
     #[serde(default)]
     pub completed: bool,

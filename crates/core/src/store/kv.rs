@@ -162,6 +162,13 @@ impl<K: Kv> Store for KvStore<K> {
         Ok(Some((rec, state)))
     }
 
+    fn run_record(&self, id: &str) -> Result<Option<RunRecord>> {
+        match self.kv.get(&key("r/", id))? {
+            Some(r) => Ok(Some(dec("run", &r)?)),
+            None => Ok(None),
+        }
+    }
+
     fn steps(&self, run: &str) -> Result<Vec<(String, StepRecord)>> {
         let prefix = step_key(run, "");
         let mut out = Vec::new();

@@ -58,6 +58,10 @@ pub trait Store: Send + Sync + 'static {
     /// The run's trigger record and its current state (`None` state: never changed since
     /// the trigger).
     fn run(&self, id: &str) -> Result<Option<(RunRecord, Option<RunState>)>>;
+    /// Only the run's trigger record (for a run known never to have changed state).
+    fn run_record(&self, id: &str) -> Result<Option<RunRecord>> {
+        Ok(self.run(id)?.map(|(rec, _)| rec))
+    }
     /// The run's steps in key order.
     fn steps(&self, run: &str) -> Result<Vec<(String, StepRecord)>>;
     /// Every queue entry: runs that have not ended (recovery rebuilds the scheduler from it).

@@ -1,0 +1,378 @@
+/**
+ * `durably/next`: the Next.js glue.
+ *
+ * - `withDurably(nextConfig)` keeps the package (it holds a native addon) out of the server
+ *   bundles: `serverExternalPackages: ['durably']`, merged with the app's own settings.
+ * - `durablyRoutes({ auth })` (alias `dashboard`) returns the `{ GET, POST }` route handlers of
+ *   the JSON API, mounted at `app/durably/[[...path]]/route.ts`:
+ *
+ * ```ts
+ * import '@/jobs';                      // every task module (also re-registers them after an edit in next dev)
+ * import { durablyRoutes } from 'durably/next';
+ * export const dynamic = 'force-dynamic';
+ * export const { GET, POST } = durablyRoutes();
+ * ```
+ *
+ * Invariants: importing this module loads neither the addon nor the engine (next.config
+ * imports it, and `next build` imports route modules in worker processes): the engine is
+ * required on the first request. Bad input answers 4xx with `{ error: { code, message } }`,
+ * never 500. The API is open in development and closed in production unless `auth` allows
+ * the request or it carries `Authorization: Bearer $DURABLY_DASHBOARD_TOKEN`. Mutations are
+ * POSTs whose body must be `application/json`: a cross-site form cannot send that, and a
+ * cross-site `fetch` of it needs a CORS preflight this API never grants.
+ */
+import { timingSafeEqual, createHash } from 'node:crypto';
+import type { EventInput, ListRunsOptions, RunStatus, TriggerOptions } from './types';
+
+type Api = typeof import('./index');
+
+let api: Api | null = null;
+/** The engine's public API, loaded on the first request (never at import). */
+function durably(): Api {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (api ??= require('./index') as Api);
+}
+
+// ---- next.config --------------------------------------------------------------------
+
+/** The part of a Next.js config `withDurably` touches (the rest is passed through as is). */
+export interface NextConfigLike {
+  serverExternalPackages?: string[];
+}
+
+/** A Next.js config function: `(phase, { defaultConfig }) => config`. */
+export type NextConfigFunction<C> = (phase: string, context: { defaultConfig: any }) => C | Promise<C>;
+
+function addExternal<C extends NextConfigLike>(config: C | undefined | null): C {
+  const c = (config ?? {}) as C;
+  const list = Array.isArray(c.serverExternalPackages) ? c.serverExternalPackages : [];
+  if (list.includes('durably')) return c;
+  return { ...c, serverExternalPackages: [...list, 'durably'] };
+}
+
+/**
+ * Adds `durably` to `serverExternalPackages` (the native addon must be loaded by Node, not
+ * bundled), keeping every other setting. Takes a config object or a config function.
+ *
+ * ```ts
+ * // next.config.ts
+ * import type { NextConfig } from 'next';
+ * import { withDurably } from 'durably/next';
+ * const nextConfig: NextConfig = { reactStrictMode: true };
+ * export default withDurably(nextConfig);
+ * ```
+ */
+export function withDurably<C extends NextConfigLike>(config: NextConfigFunction<C>): NextConfigFunction<C>;
+export function withDurably<C extends NextConfigLike>(config?: C): C;
+export function withDurably<C extends NextConfigLike>(config?: C | NextConfigFunction<C>): C | NextConfigFunction<C> {
+  if (typeof config === 'function') {
+    const fn = config;
+    return async (phase, context) => addExternal(await fn(phase, context));
+  }
+  return addExternal(config);
+}
+
+// ---- the JSON API -------------------------------------------------------------------
+
+export interface DurablyRoutesOptions {
+  /**
+   * Decides whether a request may use the API: return `true` to allow, `false` to deny
+   * (403), or a `Response` to answer with (a redirect to your login page …). Without it,
+   * the API is open in development and denied when `NODE_ENV=production` — unless the
+   * request carries `Authorization: Bearer <DURABLY_DASHBOARD_TOKEN>` (which is accepted
+   * in every case when that variable is set).
+   */
+  auth?: (request: Request) => boolean | Response | Promise<boolean | Response>;
+  /**
+   * Where the route is mounted (default '/durably'); used only when the handler is called
+   * without Next's `params` (from a test, or another framework).
+   */
+  basePath?: string;
+  /** Largest request body in bytes (default 8 MiB). */
+  maxBodyBytes?: number;
+}
+
+/** The second argument Next passes to a route handler. */
+export interface RouteContext {
+  params?: unknown;
+}
+
+export type RouteHandler = (request: Request, context?: RouteContext) => Promise<Response>;
+
+export interface DurablyRoutes {
+  GET: RouteHandler;
+  POST: RouteHandler;
+}
+
+/** Codes of the HTTP API besides those of `DurablyError`. */
+export type HttpErrorCode = 'E_BAD_REQUEST' | 'E_FORBIDDEN' | 'E_NOT_FOUND' | 'E_METHOD_NOT_ALLOWED' | 'E_NOT_IMPLEMENTED';
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const STATUS_OF_CODE: Record<string, number> = {
+  E_UNKNOWN_TASK: 400,
+  E_BAD_OPTION: 400,
+  E_BAD_DURATION: 400,
+  E_PAYLOAD_NOT_JSON: 400,
+  E_PAYLOAD_TOO_LARGE: 400,
+  E_RUN_NOT_FOUND: 404,
+  E_DATA_DIR_LOCKED: 503,
+  E_CLOSED: 503,
+  E_TIMEOUT: 504,
+};
+
+function json(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' },
+  });
+}
+
+/** A `DurablyError` (by shape: this module may sit beside another copy of the package). */
+function isDurablyError(e: unknown): e is { code: string; message: string; option?: unknown } {
+  return e instanceof Error && e.name === 'DurablyError' && typeof (e as { code?: unknown }).code === 'string';
+}
+
+function errorResponse(e: unknown): Response {
+  if (e instanceof HttpError) return json(e.status, { error: { code: e.code, message: e.message } });
+  if (isDurablyError(e)) {
+    const body: { code: string; message: string; option?: string } = { code: e.code, message: e.message };
+    if (typeof e.option === 'string') body.option = e.option;
+    return json(STATUS_OF_CODE[e.code] ?? 500, { error: body });
+  }
+  console.error('[durably] the JSON API failed:', e);
+  return json(500, { error: { code: 'E_INTERNAL', message: 'internal error; see the server log' } });
+}
+
+function sameSecret(given: string, expected: string): boolean {
+  // Compare digests: constant time, whatever the lengths.
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+async function authorize(request: Request, auth: DurablyRoutesOptions['auth']): Promise<Response | null> {
+  const token = process.env.DURABLY_DASHBOARD_TOKEN;
+  if (token) {
+    const m = /^Bearer\s+(.+)$/i.exec(request.headers.get('authorization') ?? '');
+    if (m && sameSecret(m[1].trim(), token)) return null;
+  }
+  if (auth) {
+    let verdict: boolean | Response;
+    try {
+      verdict = await auth(request);
+    } catch (e) {
+      console.error('[durably] the auth callback threw; denying the request:', e);
+      verdict = false;
+    }
+    if (verdict instanceof Response) return verdict;
+    if (verdict === true) return null;
+    return json(403, { error: { code: 'E_FORBIDDEN', message: 'the auth callback of durablyRoutes() denied this request' } });
+  }
+  if (process.env.NODE_ENV !== 'production') return null;
+  return json(403, {
+    error: {
+      code: 'E_FORBIDDEN',
+      message: token
+        ? 'send the token of DURABLY_DASHBOARD_TOKEN as `Authorization: Bearer <token>`'
+        : 'the durably API is closed in production: set DURABLY_DASHBOARD_TOKEN and send it as `Authorization: Bearer <token>`, or pass durablyRoutes({ auth: (request) => … })',
+    },
+  });
+}
+
+/** The path segments after the mount point: from Next's catch-all param, or from the URL. */
+async function segments(request: Request, context: RouteContext | undefined, basePath: string): Promise<string[]> {
+  if (context && context.params !== undefined && context.params !== null) {
+    const params = (await context.params) as Record<string, unknown> | null;
+    const all = Object.values(params ?? {}).find(Array.isArray) as unknown[] | undefined;
+    return (all ?? []).map(String).filter((s) => s.length > 0);
+  }
+  let p = new URL(request.url).pathname;
+  const base = basePath.replace(/\/+$/, '');
+  if (base && (p === base || p.startsWith(base + '/'))) p = p.slice(base.length);
+  return p
+    .split('/')
+    .filter((s) => s.length > 0)
+    .map((s) => {
+      try {
+        return decodeURIComponent(s);
+      } catch {
+        throw new HttpError(400, 'E_BAD_REQUEST', `bad URL segment ${JSON.stringify(s)}`);
+      }
+    });
+}
+
+async function readJson(request: Request, maxBytes: number): Promise<unknown> {
+  const type = request.headers.get('content-type') ?? '';
+  if (!/^application\/json\b/i.test(type.trim())) {
+    throw new HttpError(415, 'E_BAD_REQUEST', 'POST bodies must be JSON with `Content-Type: application/json`');
+  }
+  const declared = Number(request.headers.get('content-length') ?? NaN);
+  if (Number.isFinite(declared) && declared > maxBytes) {
+    throw new HttpError(413, 'E_PAYLOAD_TOO_LARGE', `the request body is over ${maxBytes} bytes`);
+  }
+  let text = '';
+  if (request.body) {
+    const reader = request.body.getReader();
+    const decoder = new TextDecoder();
+    let size = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > maxBytes) {
+        await reader.cancel().catch(() => {});
+        throw new HttpError(413, 'E_PAYLOAD_TOO_LARGE', `the request body is over ${maxBytes} bytes`);
+      }
+      text += decoder.decode(value, { stream: true });
+    }
+    text += decoder.decode();
+  }
+  if (text.trim() === '') return {};
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new HttpError(400, 'E_BAD_REQUEST', `the request body is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+function object(body: unknown, what: string): Record<string, unknown> {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new HttpError(400, 'E_BAD_REQUEST', `${what} takes a JSON object body`);
+  }
+  return body as Record<string, unknown>;
+}
+
+function listOptions(url: URL): ListRunsOptions {
+  const q = url.searchParams;
+  const opts: ListRunsOptions = {};
+  const taskId = q.get('taskId');
+  if (taskId !== null) opts.taskId = taskId;
+  const status = q.get('status');
+  if (status !== null) opts.status = status as RunStatus; // checked by runs.list
+  const tag = q.get('tag');
+  if (tag !== null) opts.tag = tag;
+  const since = q.get('since');
+  if (since !== null) opts.since = /^\d+$/.test(since) ? Number(since) : since;
+  const limit = q.get('limit');
+  if (limit !== null) opts.limit = /^\d+$/.test(limit) ? Number(limit) : (limit as unknown as number); // a non-number is E_BAD_OPTION
+  const cursor = q.get('cursor');
+  if (cursor !== null) opts.cursor = cursor;
+  return opts;
+}
+
+const ENDPOINTS = [
+  'GET  runs?taskId&status&tag&since&limit&cursor',
+  'GET  runs/:id',
+  'GET  stats',
+  'POST trigger           { taskId, payload, options }',
+  'POST send              { name, data, id? }',
+  'POST tokens/:id/complete { data }',
+  'POST runs/:id/cancel   (not implemented yet: 501)',
+  'POST runs/:id/replay   (not implemented yet: 501)',
+];
+
+async function get(request: Request, path: string[]): Promise<Response> {
+  const d = durably();
+  if (path.length === 0) return json(200, { name: 'durably', endpoints: ENDPOINTS });
+  if (path[0] === 'runs' && path.length === 1) {
+    return json(200, await d.runs.list(listOptions(new URL(request.url))));
+  }
+  if (path[0] === 'runs' && path.length === 2) {
+    const run = await d.runs.get(path[1]);
+    if (run === null) throw new HttpError(404, 'E_RUN_NOT_FOUND', `no run with id ${JSON.stringify(path[1])}`);
+    return json(200, run);
+  }
+  if (path[0] === 'stats' && path.length === 1) return json(200, await d.stats());
+  if (isPostRoute(path)) throw new HttpError(405, 'E_METHOD_NOT_ALLOWED', `use POST for /${path.join('/')}`);
+  throw new HttpError(404, 'E_NOT_FOUND', `no endpoint GET /${path.join('/')}; endpoints: ${ENDPOINTS.join('; ')}`);
+}
+
+function isPostRoute(path: string[]): boolean {
+  return (
+    (path.length === 1 && (path[0] === 'trigger' || path[0] === 'send')) ||
+    (path.length === 3 && path[0] === 'tokens' && path[2] === 'complete') ||
+    (path.length === 3 && path[0] === 'runs' && (path[2] === 'cancel' || path[2] === 'replay'))
+  );
+}
+
+async function post(request: Request, path: string[], maxBodyBytes: number): Promise<Response> {
+  if (!isPostRoute(path)) {
+    const isGet = path.length === 0 || path[0] === 'stats' || (path[0] === 'runs' && path.length <= 2);
+    if (isGet) throw new HttpError(405, 'E_METHOD_NOT_ALLOWED', `use GET for /${path.join('/')}`);
+    throw new HttpError(404, 'E_NOT_FOUND', `no endpoint POST /${path.join('/')}; endpoints: ${ENDPOINTS.join('; ')}`);
+  }
+  const body = await readJson(request, maxBodyBytes);
+  const d = durably();
+  if (path[0] === 'trigger') {
+    const b = object(body, 'POST trigger');
+    if (typeof b.taskId !== 'string' || b.taskId.length === 0) {
+      throw new HttpError(400, 'E_BAD_OPTION', 'option `taskId`: POST trigger takes { taskId: "task-id", payload, options? }');
+    }
+    const handle = await d.trigger(b.taskId, b.payload, b.options as TriggerOptions | undefined);
+    return json(202, { id: handle.id, taskId: handle.taskId });
+  }
+  if (path[0] === 'send') {
+    if (Array.isArray(body)) return json(202, await d.send(body as EventInput[]));
+    const b = object(body, 'POST send');
+    const ev: EventInput = { name: b.name as string };
+    if (b.data !== undefined) ev.data = b.data;
+    if (b.id !== undefined) ev.id = b.id as string;
+    if (b.ts !== undefined) ev.ts = b.ts as number;
+    return json(202, await d.send(ev));
+  }
+  if (path[0] === 'tokens') {
+    const b = object(body, 'POST tokens/:id/complete');
+    return json(200, await d.tokens.complete(path[1], b.data ?? null));
+  }
+  // runs/:id/cancel and runs/:id/replay
+  throw new HttpError(501, 'E_NOT_IMPLEMENTED', `POST runs/:id/${path[2]} is not implemented yet`);
+}
+
+/**
+ * The JSON API as Next.js route handlers, for `app/durably/[[...path]]/route.ts`:
+ * `export const { GET, POST } = durablyRoutes({ auth })` (and `export const dynamic =
+ * 'force-dynamic'`). Endpoints, relative to the mount point:
+ *
+ * - `GET runs?taskId&status&tag&since&limit&cursor` → `{ runs, cursor? }`
+ * - `GET runs/:id` → the run with its steps (404 `E_RUN_NOT_FOUND`)
+ * - `GET stats` → queue depths
+ * - `POST trigger` `{ taskId, payload, options }` → 202 `{ id, taskId }`
+ * - `POST send` `{ name, data, id? }` → 202 `{ ids }`
+ * - `POST tokens/:id/complete` `{ data }` → `{ resumed }`
+ * - `POST runs/:id/cancel`, `POST runs/:id/replay` → 501 `E_NOT_IMPLEMENTED` (for now)
+ *
+ * Errors are `{ error: { code, message } }`: 400 for bad input (`E_UNKNOWN_TASK`,
+ * `E_BAD_OPTION`, `E_PAYLOAD_*`, `E_BAD_REQUEST`), 403 `E_FORBIDDEN`, 404, 405, 415, 501.
+ */
+export function durablyRoutes(options: DurablyRoutesOptions = {}): DurablyRoutes {
+  if (options === null || typeof options !== 'object') throw new TypeError('durablyRoutes() takes an options object: durablyRoutes({ auth })');
+  if (options.auth !== undefined && typeof options.auth !== 'function') throw new TypeError('durablyRoutes({ auth }): auth must be a function (request) => boolean | Response');
+  const basePath = options.basePath ?? '/durably';
+  const maxBodyBytes = options.maxBodyBytes ?? 8 * 1024 * 1024;
+  const handle = async (method: 'GET' | 'POST', request: Request, context?: RouteContext): Promise<Response> => {
+    try {
+      const denied = await authorize(request, options.auth);
+      if (denied) return denied;
+      const path = await segments(request, context, basePath);
+      return method === 'GET' ? await get(request, path) : await post(request, path, maxBodyBytes);
+    } catch (e) {
+      return errorResponse(e);
+    }
+  };
+  return {
+    GET: (request, context) => handle('GET', request, context),
+    POST: (request, context) => handle('POST', request, context),
+  };
+}
+
+/** The name DESIGN §1.9 uses: `export const { GET, POST } = dashboard({ auth })`. */
+export const dashboard = durablyRoutes;
