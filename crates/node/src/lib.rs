@@ -283,3 +283,8 @@ impl NativeEngine {
         self.engine.close();
     }
 }
+
+// sled and the claim/report path allocate many small buffers; the system allocator took
+// about 30% of CPU samples in the W2 profile (bench/RESULTS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
