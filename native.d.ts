@@ -18,8 +18,11 @@ export declare class NativeEngine {
    * entry per group: `{ ids }` or `{ error: "E_CODE: message" }`.
    */
   trigger(groupsJson: string): Promise<string>
-  /** `eventsJson`: `[{ id?, name, data?, ts? }, …]`. Resolves with the event ids (JSON). */
-  send(eventsJson: string): Promise<string>
+  /**
+   * `groupsJson`: `[[{ id?, name, data?, ts? }, …], …]`, one group per `send()` call.
+   * Resolves with one entry per group: `{ ids }` or `{ error: "E_CODE: message" }`.
+   */
+  send(groupsJson: string): Promise<string>
   /** Completes a token with `dataJson`; resolves with whether a waiting run resumed. */
   completeToken(token: string, dataJson: string): Promise<boolean>
   /** Resolves with a JSON array of claimed runs, or null once the engine closes. */

@@ -14,7 +14,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const WORKLOADS = ['W1', 'W2', 'W3', 'W4'];
+const WORKLOADS = ['W1', 'W2', 'W3', 'W4', 'W5', 'E1', 'E2'];
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -194,7 +194,115 @@ const workloads = {
     if (completed !== N) throw new Error(`W4: ${completed} of ${N} runs completed after the last result()`);
     return { runsPerSec: N / (elapsedMs / 1000), elapsedMs };
   },
+
+  // W5 sleep: 100k runs parked on a durable sleep → RSS growth and store size while parked;
+  // then they all wake at once and drain.
+  async W5(d) {
+    const N = Number(process.env.BENCH_W5_RUNS) || 100_000;
+    d.configure({ dataDir: d.dataDir });
+    let woke = 0;
+    let allWoke;
+    const drained = new Promise((r) => (allWoke = r));
+    let parked = 0;
+    const t = d.task({
+      id: 'w5-sleeper',
+      run: async (p, { step }) => {
+        await step.run('before', () => ++parked);
+        await step.sleepUntil('nap', p.wakeAt);
+        if (++woke === N) allWoke();
+        return null;
+      },
+    });
+    await d.start();
+    for (let i = 0; i < 200; i++) await t.trigger({ wakeAt: 0 }); // warm-up
+    woke = 0;
+    global.gc?.();
+    const rss0 = process.memoryUsage().rss;
+    const wakeAt = Date.now() + 25_000;
+    const t0 = now();
+    for (let i = 0; i < N; i += 10_000) {
+      await t.batchTrigger(Array.from({ length: Math.min(10_000, N - i) }, () => ({ payload: { wakeAt } })));
+    }
+    // Parked: every run has stored 'before' and reported its sleep.
+    for (;;) {
+      const s = await d.stats();
+      if (s.delayed >= N && s.running === 0 && s.ready === 0) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const parkMs = ms(now() - t0);
+    global.gc?.();
+    await new Promise((r) => setTimeout(r, 200));
+    const rss1 = process.memoryUsage().rss;
+    const storeBytes = dirBytes(d.dataDir);
+    if (Date.now() >= wakeAt) throw new Error('W5: parking took longer than the sleep; raise the sleep');
+    await new Promise((r) => setTimeout(r, wakeAt - Date.now()));
+    const t1 = now();
+    await drained;
+    const drainMs = ms(now() - t1);
+    return { runs: N, parkMs, rssGrowthMb: (rss1 - rss0) / 1048576, storeMb: storeBytes / 1048576, drainMs, drainRunsPerSec: N / (drainMs / 1000) };
+  },
+
+  // E1 event ingest: 10k send() calls from 50 concurrent callers, each event starting a run
+  // of its one subscriber.
+  async E1(d) {
+    const N = 10_000;
+    d.configure({ dataDir: d.dataDir });
+    d.task({ id: 'e1-sub', on: 'bench/e1', run: async () => null });
+    for (let i = 0; i < 200; i++) await d.send({ name: 'bench/warm', data: { i } });
+    const t0 = now();
+    await Promise.all(
+      Array.from({ length: 50 }, async (_, c) => {
+        for (let i = 0; i < N / 50; i++) await d.send({ name: 'bench/e1', data: { c, i } });
+      }),
+    );
+    const sendMs = ms(now() - t0);
+    return { eventsPerSec: N / (sendMs / 1000), sendMs };
+  },
+
+  // E2 events to parked waits: 10k runs parked on waitForEvent (distinct match values), then
+  // 10k matching events from 50 concurrent callers; time until every run completed.
+  async E2(d) {
+    const N = 10_000;
+    d.configure({ dataDir: d.dataDir, concurrency: 100 });
+    let done = 0;
+    let allDone;
+    const finished = new Promise((r) => (allDone = r));
+    const t = d.task({
+      id: 'e2-waiter',
+      run: async (p, { step }) => {
+        const e = await step.waitForEvent('paid', { event: 'bench/paid', match: 'data.k' });
+        if (++done === N) allDone();
+        return e ? 1 : 0;
+      },
+    });
+    await d.start();
+    await enqueue({ batchTrigger: (items) => t.batchTrigger(items.map((it) => ({ payload: { k: `k${it.payload.i}` } }))) }, N);
+    for (;;) {
+      const s = await d.stats();
+      if (s.waiting >= N) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const t0 = now();
+    await Promise.all(
+      Array.from({ length: 50 }, async (_, c) => {
+        for (let i = c; i < N; i += 50) await d.send({ name: 'bench/paid', data: { k: `k${i}` } });
+      }),
+    );
+    const sendMs = ms(now() - t0);
+    await finished;
+    const allMs = ms(now() - t0);
+    return { eventsPerSec: N / (sendMs / 1000), sendMs, resumedRunsPerSec: N / (allMs / 1000), allMs };
+  },
 };
+
+function dirBytes(dir) {
+  let n = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    n += e.isDirectory() ? dirBytes(p) : fs.statSync(p).size;
+  }
+  return n;
+}
 
 async function child(name) {
   const dataDir = process.env.BENCH_DATA_DIR;
@@ -275,6 +383,17 @@ function rows(r, syncDelay) {
     add('W3', 'trigger→completed p99 ms', c.p99, f2, 3, false, proto.doneP99);
   }
   if (r.W4) add('W4', '3-step runs/s (2k, C=50)', r.W4.runsPerSec, f0, 12_000, true, proto.W4);
+  if (r.W5) {
+    add('W5', `RSS growth, ${f0(r.W5.runs)} runs asleep (MB)`, r.W5.rssGrowthMb, f0, 150, false);
+    add('W5', 'store size while asleep (MB)', r.W5.storeMb, f0);
+    add('W5', 'runs parked per s (trigger → asleep)', r.W5.runs / (r.W5.parkMs / 1000), f0);
+    add('W5', 'drain after all wake, runs/s', r.W5.drainRunsPerSec, f0);
+  }
+  if (r.E1) add('E1', 'send() events/s, 1 subscriber', r.E1.eventsPerSec, f0);
+  if (r.E2) {
+    add('E2', 'send() events/s to 10k parked waits', r.E2.eventsPerSec, f0);
+    add('E2', 'parked runs resumed+completed /s', r.E2.resumedRunsPerSec, f0);
+  }
   return out;
 }
 

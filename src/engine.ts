@@ -221,6 +221,7 @@ export class Engine {
   private slotWaiter: (() => void) | null = null;
   private idleWaiters: Array<() => void> = [];
   private triggerQueue: PendingGroup[] = [];
+  private sendQueue: PendingGroup[] = [];
   private ops: string[] = [];
   private opWaiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
   private reportScheduled = false;
@@ -400,14 +401,37 @@ export class Engine {
     return `[${list.map((e, i) => this.eventJson(e, Array.isArray(events) ? i : null)).join(',')}]`;
   }
 
-  async send(events: EventInput | EventInput[]): Promise<{ ids: string[] }> {
-    const json = this.eventsJson(events);
-    const nat = this.open();
+  /** Sends events; the sends of one tick share one crossing and one durable commit. */
+  send(events: EventInput | EventInput[]): Promise<{ ids: string[] }> {
+    let json: string;
     try {
-      return { ids: JSON.parse(await nat.send(json)) as string[] };
+      json = this.eventsJson(events);
     } catch (e) {
-      throw fromNative(e);
+      return Promise.reject(e);
     }
+    const nat = this.open();
+    return new Promise((resolve, reject) => {
+      this.sendQueue.push({ json, resolve: (ids) => resolve({ ids }), reject });
+      if (this.sendQueue.length === 1) queueMicrotask(() => this.flushSends(nat));
+    });
+  }
+
+  private flushSends(nat: NativeEngine): void {
+    const groups = this.sendQueue;
+    this.sendQueue = [];
+    nat.send(`[${groups.map((g) => g.json).join(',')}]`).then(
+      (text) => {
+        const results = JSON.parse(text) as Array<{ ids?: string[]; error?: string }>;
+        results.forEach((r, i) => {
+          if (r.ids) groups[i].resolve(r.ids);
+          else groups[i].reject(fromNative(new Error(r.error)));
+        });
+      },
+      (e) => {
+        const err = fromNative(e);
+        for (const g of groups) g.reject(err);
+      },
+    );
   }
 
   async completeToken(token: string | Token, data: unknown): Promise<{ resumed: boolean }> {
@@ -583,7 +607,7 @@ export class Engine {
 
   /** No run ready or executing, nothing waiting for the disk (testing helper). */
   quiet(): boolean {
-    if (this.inflight !== 0 || this.unacked !== 0 || this.triggerQueue.length !== 0 || !this.nat) return false;
+    if (this.inflight !== 0 || this.unacked !== 0 || this.triggerQueue.length !== 0 || this.sendQueue.length !== 0 || !this.nat) return false;
     const s = JSON.parse(this.nat.stats()) as { ready: number; running: number };
     return s.ready === 0 && s.running === 0;
   }

@@ -847,22 +847,40 @@ impl Engine {
     /// Persists events (deduplicated by id), starts a run for every subscribed task and
     /// resumes every matching `waitForEvent`, in one durable commit. Resolves with the ids.
     pub async fn send(&self, events: Vec<EventIn>) -> Result<Vec<String>> {
-        self.check_open()?;
+        self.send_groups(vec![events])
+            .await
+            .pop()
+            .unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    /// `send` for several callers at once: each group is validated on its own (a bad group
+    /// fails alone, writing nothing); the accepted ones share one durable commit.
+    pub async fn send_groups(&self, groups: Vec<Vec<EventIn>>) -> Vec<Result<Vec<String>>> {
+        if let Err(e) = self.check_open() {
+            return groups.iter().map(|_| Err(e.clone())).collect();
+        }
         let now = self.inner.clock.now_ms();
         let mut writes = Vec::new();
         let mut after = AfterCommit::default();
-        let ids = {
-            let store = self.store()?;
-            let mut s = self.sched()?;
-            let ids = self.ingest(&mut s, &*store, events, now, &mut writes, &mut after);
+        let mut results = Vec::with_capacity(groups.len());
+        {
+            let locked = self.store().and_then(|store| Ok((store, self.sched()?)));
+            let (store, mut s) = match locked {
+                Ok(x) => x,
+                Err(e) => return groups.iter().map(|_| Err(e.clone())).collect(),
+            };
+            for events in groups {
+                results.push(self.ingest(&mut s, &*store, events, now, &mut writes, &mut after));
+            }
             after.new_runs.append(&mut s.deferred);
-            ids?
-        };
+        }
         self.inner.work.notify_one();
         if !writes.is_empty() {
-            self.commit_after(writes, after).await?;
+            if let Err(e) = self.commit_after(writes, after).await {
+                return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
+            }
         }
-        Ok(ids)
+        results
     }
 
     /// Completes a token of `step.createToken`: resumes the run waiting for it, or keeps the

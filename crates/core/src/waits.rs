@@ -311,11 +311,12 @@ impl crate::engine::Engine {
         }
         let mut ids = Vec::with_capacity(events.len());
         for ev in events {
-            let id = match ev.id {
-                Some(id) => id,
-                None => s.next_id("evt", now),
+            let (id, given) = match ev.id {
+                Some(id) => (id, true),
+                None => (s.next_id("evt", now), false),
             };
-            let dup = s.pending_events.contains_key(&id) || store.event(&id)?.is_some();
+            // A generated id is new; a given one may repeat (that is the dedup contract).
+            let dup = given && (s.pending_events.contains_key(&id) || store.event(&id)?.is_some());
             if dup {
                 ids.push(id);
                 continue;

@@ -181,13 +181,23 @@ impl NativeEngine {
         to_json(&out)
     }
 
-    /// `eventsJson`: `[{ id?, name, data?, ts? }, …]`. Resolves with the event ids (JSON).
+    /// `groupsJson`: `[[{ id?, name, data?, ts? }, …], …]`, one group per `send()` call.
+    /// Resolves with one entry per group: `{ ids }` or `{ error: "E_CODE: message" }`.
     #[napi]
-    pub async fn send(&self, events_json: String) -> Result<String> {
-        let events: Vec<EventIn> =
-            serde_json::from_str(&events_json).map_err(|e| bad_json("events", e))?;
-        let ids = self.engine.send(events).await.map_err(js_err)?;
-        to_json(&ids)
+    pub async fn send(&self, groups_json: String) -> Result<String> {
+        let groups: Vec<Vec<EventIn>> =
+            serde_json::from_str(&groups_json).map_err(|e| bad_json("events", e))?;
+        let out: Vec<serde_json::Value> = self
+            .engine
+            .send_groups(groups)
+            .await
+            .into_iter()
+            .map(|r| match r {
+                Ok(ids) => serde_json::json!({ "ids": ids }),
+                Err(e) => serde_json::json!({ "error": format!("{}: {}", e.code(), e) }),
+            })
+            .collect();
+        to_json(&out)
     }
 
     /// Completes a token with `dataJson`; resolves with whether a waiting run resumed.
