@@ -25,8 +25,17 @@ export declare class NativeEngine {
   send(groupsJson: string): Promise<string>
   /** Completes a token with `dataJson`; resolves with whether a waiting run resumed. */
   completeToken(token: string, dataJson: string): Promise<boolean>
-  /** Resolves with a JSON array of claimed runs, or null once the engine closes. */
+  /**
+   * Resolves with `{ runs, abort? }` (JSON): runs to execute and running runs to abort;
+   * null once the engine closes.
+   */
   claim(max: number): Promise<string | null>
+  /** Cancels a run; resolves with false if it had already ended. */
+  cancel(id: string): Promise<boolean>
+  /** Starts a new run with the same task and payload; resolves with its id. */
+  replay(id: string): Promise<string>
+  /** Re-opens a failed run from its failed step. */
+  retry(id: string): Promise<void>
   /** Applies a JSON array of ops; resolves once they are durable. */
   report(opsJson: string): Promise<void>
   waitResult(id: string, timeoutMs?: number | undefined | null): Promise<string>

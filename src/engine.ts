@@ -15,9 +15,11 @@
 import { randomUUID } from 'node:crypto';
 import * as path from 'node:path';
 import { DurablyError, NonRetriableError, RetryAfterError, badOption, deserializeError, fromNative, native, serializeError, type StoredError } from './errors';
+import { flowMembers, type TaskFlow } from './flow';
 import { toJson } from './json';
 import type {
   ConfigureOptions,
+  FailureInfo,
   DurablyEvent,
   EventInput,
   OnOption,
@@ -59,6 +61,10 @@ export interface TaskDef {
   id: string;
   run: (payload: any, ctx: TaskContext) => unknown;
   policyJson: string;
+  /** Event names that start the task (`on`), for computing flow keys in `send()`. */
+  on?: string[];
+  flow?: TaskFlow;
+  onFailure?: (payload: any, info: FailureInfo) => unknown;
 }
 
 /** About 1,000 years: longer durations are typos, and would overflow times. */
@@ -102,8 +108,8 @@ export function validateTaskId(id: unknown): string {
 }
 
 /** The JSON policy of a task (`{ retry, on }`), checked by the core without opening anything. */
-export function policyJson(retry: RetryOptions | undefined, on: OnOption | undefined): string {
-  const r = JSON.parse(retryPolicyJson(retry)) as Record<string, unknown>;
+export function policyJson(retry: RetryOptions | undefined, on: OnOption | undefined, extra: Record<string, unknown> = {}): string {
+  const r = { ...(JSON.parse(retryPolicyJson(retry)) as Record<string, unknown>), ...extra };
   if (on !== undefined) r.on = onSpecs(on);
   const text = JSON.stringify(r);
   native(() => addon.checkPolicy(text));
@@ -125,6 +131,10 @@ function onSpecs(on: OnOption): Array<{ event: string; if?: string }> {
     if (o.if !== undefined && typeof o.if !== 'string') throw badOption(`${opt}.if`, 'must be an expression string');
     return o.if === undefined ? { event: o.event } : { event: o.event, if: o.if };
   });
+}
+
+export function checkExpression(option: string, src: string): void {
+  native(() => addon.checkExpression(option, src));
 }
 
 export function retryPolicyJson(retry: RetryOptions | undefined): string {
@@ -194,6 +204,8 @@ interface Claimed {
   tags?: string[];
   event?: DurablyEvent;
   steps: ClaimedStep[];
+  kind?: 'onFailure';
+  failure?: { runId: string; error: StoredError };
 }
 
 interface PendingGroup {
@@ -230,6 +242,7 @@ export class Engine {
   private exitHook: (() => void) | null = null;
   private signalHook: ((sig: NodeJS.Signals) => void) | null = null;
   private warned = new Set<string>();
+  private readonly invocations = new Map<string, Invocation>();
 
   constructor(config: EngineConfig) {
     this.config = config;
@@ -303,7 +316,8 @@ export class Engine {
 
   /** Builds one trigger item (validated) as JSON text with the payload spliced in. */
   triggerItem(taskId: string, payload: unknown, opts: TriggerOptions | undefined): string {
-    if (!this.tasks.has(taskId)) {
+    const def = this.tasks.get(taskId);
+    if (!def) {
       throw new DurablyError('E_UNKNOWN_TASK', `no task with id "${taskId}" is registered in this process; define it with task({ id: "${taskId}", run }) and import the module before triggering it (check the id for typos)`);
     }
     const body = toJson(payload, 'the payload', this.config.maxPayloadBytes);
@@ -320,6 +334,7 @@ export class Engine {
         extra += `,"tags":${JSON.stringify(tags)}`;
       }
     }
+    if (def.flow || opts !== undefined) extra += flowMembers(def.flow, payload, { data: payload }, opts, () => this._now(), toMs);
     return `{"task":${JSON.stringify(taskId)},"payload":${body}${extra}}`;
   }
 
@@ -355,6 +370,7 @@ export class Engine {
       id,
       taskId,
       result: (opts?: ResultOptions) => this.result<O>(id, opts),
+      cancel: () => this.cancel(id),
     };
   }
 
@@ -372,6 +388,12 @@ export class Engine {
     if (out.status === 'failed') {
       const err = out.error ?? { name: 'Error', message: 'unknown error' };
       throw new DurablyError('E_RUN_FAILED', `run ${id} failed: ${err.name}: ${err.message}`, { cause: err });
+    }
+    if (out.status === 'cancelled') {
+      throw new DurablyError('E_RUN_CANCELLED', out.error?.message ?? `run ${id} was cancelled`, { cause: out.error });
+    }
+    if (out.status === 'skipped') {
+      throw new DurablyError('E_RUN_SKIPPED', out.error?.message ?? `run ${id} was skipped`, { cause: out.error });
     }
     throw new DurablyError('E_RUN_FAILED', `run ${id} ended as ${out.status}`);
   }
@@ -392,6 +414,14 @@ export class Engine {
     }
     if (ev.ts !== undefined) text += `,"ts":${toTime(`${where}.ts`, ev.ts)}`;
     if (ev.data !== undefined) text += `,"data":${toJson(ev.data, `the data of event "${ev.name}"`, this.config.maxPayloadBytes)}`;
+    // Flow keys are functions of the payload: computed here for every task the event starts.
+    let keys = '';
+    for (const def of this.tasks.values()) {
+      if (!def.flow || !def.on?.includes(ev.name)) continue;
+      const members = flowMembers(def.flow, ev.data ?? null, { name: ev.name, data: ev.data ?? null }, undefined, () => this._now(), toMs);
+      if (members) keys += `${keys ? ',' : ''}${JSON.stringify(def.id)}:{${members.slice(1)}}`;
+    }
+    if (keys) text += `,"keys":{${keys}}`;
     return text + '}';
   }
 
@@ -447,6 +477,32 @@ export class Engine {
   }
 
   // ---- management ---------------------------------------------------------------
+
+  private async nativeCall<T>(f: (nat: NativeEngine) => Promise<T>): Promise<T> {
+    const nat = this.open();
+    try {
+      return await f(nat);
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  async cancel(id: string): Promise<boolean> {
+    if (typeof id !== 'string' || id.length === 0) throw badOption('id', 'runs.cancel(id) takes a run id string');
+    return this.nativeCall((nat) => nat.cancel(id));
+  }
+
+  async replay(id: string): Promise<RunHandle<unknown>> {
+    if (typeof id !== 'string' || id.length === 0) throw badOption('id', 'runs.replay(id) takes a run id string');
+    const newId = await this.nativeCall((nat) => nat.replay(id));
+    const run = this.getRun(newId);
+    return this.handle(newId, run?.taskId ?? '');
+  }
+
+  async retry(id: string): Promise<void> {
+    if (typeof id !== 'string' || id.length === 0) throw badOption('id', 'runs.retry(id) takes a run id string');
+    await this.nativeCall((nat) => nat.retry(id));
+  }
 
   getRun(id: string): Run | null {
     if (typeof id !== 'string') throw badOption('id', 'runs.get(id) takes a run id string');
@@ -517,8 +573,9 @@ export class Engine {
         continue;
       }
       if (text === null) break;
-      const claimed = JSON.parse(text) as Claimed[];
-      for (const c of claimed) void this.execute(c);
+      const batch = JSON.parse(text) as { runs: Claimed[]; abort?: string[] };
+      for (const id of batch.abort ?? []) this.invocations.get(id)?.abort();
+      for (const c of batch.runs) void this.execute(c);
     }
   }
 
@@ -581,11 +638,14 @@ export class Engine {
 
   private async execute(c: Claimed): Promise<void> {
     this.inflight++;
+    const inv = new Invocation(this, c);
+    this.invocations.set(c.id, inv);
     try {
-      await new Invocation(this, c).run();
+      await inv.run();
     } catch (e) {
       if (this.started) console.error(`[durably] run ${c.id} could not be reported:`, e);
     } finally {
+      if (this.invocations.get(c.id) === inv) this.invocations.delete(c.id);
       this.inflight--;
       this.freeSlot();
     }
@@ -641,6 +701,7 @@ export class Engine {
     await Promise.race([this.whenIdle(), timedOut]);
     clearTimeout(timer);
     this.abort.abort(new DurablyError('E_CLOSED', 'the engine is shutting down'));
+    for (const inv of this.invocations.values()) inv.abort(new DurablyError('E_CLOSED', 'the engine is shutting down'));
     this.closeNow();
     await this.loop;
     this.loop = null;
@@ -710,6 +771,8 @@ class Invocation {
   private ended = false;
   private suspended: (() => void) | null = null;
   private readonly suspendedP: Promise<void>;
+  private readonly controller = new AbortController();
+  private aborted = false;
 
   constructor(
     private readonly engine: Engine,
@@ -727,6 +790,14 @@ class Invocation {
       warn: (m, d) => (d === undefined ? console.warn(prefix, m) : console.warn(prefix, m, d)),
       error: (m, d) => (d === undefined ? console.error(prefix, m) : console.error(prefix, m, d)),
     };
+  }
+
+  /** Cancelled or timed out (or shutting down): stop here; the core already ended the run. */
+  abort(reason?: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.controller.abort(reason ?? new DurablyError('E_RUN_CANCELLED', `run ${this.c.id} was cancelled`));
+    this.suspended?.();
   }
 
   private get parking(): boolean {
@@ -779,10 +850,14 @@ class Invocation {
       run: { id: c.id, taskId: c.task, tags: c.tags ?? [], createdAt: new Date(c.createdAt) },
       attempt: c.attempt,
       logger: this.logger(),
-      signal: this.engine._signal,
+      signal: this.controller.signal,
     };
     if (c.event) ctx.event = c.event;
-    const run = (async () => def.run(c.payload, ctx))();
+    const onFailure = def.onFailure;
+    const run =
+      c.kind === 'onFailure'
+        ? (async () => (onFailure && c.failure ? onFailure(c.payload, { runId: c.failure.runId, error: c.failure.error, ctx }) : null))()
+        : (async () => def.run(c.payload, ctx))();
     let outcome: { ok: true; value: unknown } | { ok: false; error: unknown } | null;
     try {
       outcome = await Promise.race([run.then((value) => ({ ok: true as const, value })), this.suspendedP.then(() => null)]);
@@ -792,6 +867,7 @@ class Invocation {
     // A function that settled ends the run, even with waits pending: nothing awaits them
     // any more (the losers of a race, or branches not awaited).
     this.ended = true;
+    if (this.aborted) return; // the core ended it (cancel, timeout): nothing to report
     const id = JSON.stringify(c.id);
     if (outcome === null) {
       if (this.retryOp !== null) {
@@ -891,7 +967,7 @@ class Invocation {
   private async step<T>(id: string, fn: (info: { attempt: number }) => T | Promise<T>): Promise<Awaited<T>> {
     const key = this.key(id, 'run');
     if (typeof fn !== 'function') throw badOption('step fn', `step.run("${id}", fn) needs a function`);
-    if (this.retryOp !== null) return never;
+    if (this.retryOp !== null || this.aborted) return never;
     const m = this.memo.get(key);
     if (m?.status === 'completed') return this.resolved((m.output ?? null) as Awaited<T>);
     if (m?.status === 'failed') throw rethrowable(m.error ?? { name: 'Error', message: 'step failed' });
@@ -933,7 +1009,7 @@ class Invocation {
    * stored deadline); otherwise parks `spec` and never resolves in this invocation.
    */
   private async wait(key: string, spec: (m: ClaimedStep | undefined) => string): Promise<unknown> {
-    if (this.retryOp !== null) return never;
+    if (this.retryOp !== null || this.aborted) return never;
     const m = this.memo.get(key);
     if (m?.status === 'completed') return this.resolved(m.output ?? null);
     if (m?.status === 'failed') throw rethrowable(m.error ?? { name: 'Error', message: 'wait failed' });

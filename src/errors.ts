@@ -18,7 +18,9 @@ export type ErrorCode =
   | 'E_CLOSED'
   | 'E_TIMEOUT'
   | 'E_INTERNAL'
-  | 'E_RUN_FAILED';
+  | 'E_RUN_FAILED'
+  | 'E_RUN_CANCELLED'
+  | 'E_RUN_SKIPPED';
 
 /** The stored form of an error: what `runs.get()` shows and `E_RUN_FAILED` carries as `cause`. */
 export interface StoredError {

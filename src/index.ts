@@ -11,7 +11,8 @@
  * await h.result(); // 'hello Ada'
  * ```
  */
-import { Engine, policyJson, resolveConfig, validateTaskId, type TaskDef } from './engine';
+import { Engine, checkExpression, policyJson, resolveConfig, toMs, validateTaskId, type TaskDef } from './engine';
+import { parseFlow } from './flow';
 import { DurablyError, badOption } from './errors';
 import type { ConfigureOptions, EventInput, ListRunsOptions, Run, RunHandle, RunList, ShutdownOptions, Stats, Task, TaskOptions, Token, TriggerOptions } from './types';
 
@@ -35,12 +36,22 @@ export function defineTask<P, O>(getEngine: () => Engine, opts: TaskOptions<P, O
   if (opts === null || typeof opts !== 'object') throw badOption('task', 'task() takes an options object: task({ id, run })');
   const id = validateTaskId(opts.id);
   if (typeof opts.run !== 'function') throw badOption('run', `task "${id}" needs a run function: task({ id, run: async (payload, { step }) => … })`);
-  const known = ['id', 'run', 'retry', 'on'];
+  const known = ['id', 'run', 'retry', 'on', 'concurrency', 'throttle', 'rateLimit', 'debounce', 'priority', 'idempotencyKey', 'idempotencyKeyTTL', 'singleton', 'timeout', 'cancelOn', 'onFailure'];
   for (const k of Object.keys(opts)) {
     if (!known.includes(k)) throw badOption(k, `unknown task option; known options are ${known.join(', ')}`);
   }
-  const policy = policyJson(opts.retry, opts.on);
-  getEngine().register({ id, run: opts.run as TaskDef['run'], policyJson: policy });
+  if (opts.onFailure !== undefined && typeof opts.onFailure !== 'function') throw badOption('onFailure', 'must be a function (payload, { error, runId, ctx }) => …');
+  const { policy: flowPolicy, flow } = parseFlow(opts as TaskOptions<unknown, unknown>, toMs, checkExpression);
+  const policy = policyJson(opts.retry, opts.on, { ...flowPolicy, onFailure: opts.onFailure !== undefined });
+  const on = opts.on === undefined ? undefined : (Array.isArray(opts.on) ? opts.on : [opts.on]).map((o) => (typeof o === 'string' ? o : o.event));
+  getEngine().register({
+    id,
+    run: opts.run as TaskDef['run'],
+    policyJson: policy,
+    on,
+    flow: Object.keys(flow).length > 0 ? flow : undefined,
+    onFailure: opts.onFailure as TaskDef['onFailure'],
+  });
   return {
     id,
     async trigger(payload: P, options?: TriggerOptions) {
@@ -103,6 +114,21 @@ export const runs = {
   /** Runs newest first, filtered by task, status, tag and creation time; paginated. */
   async list(opts?: ListRunsOptions): Promise<RunList> {
     return engine().listRuns(opts);
+  },
+  /**
+   * Cancels a run: its `ctx.signal` aborts, nothing after the cancel point runs, its waits
+   * are removed, its status is `cancelled`. Resolves with false if it had already ended.
+   */
+  async cancel(id: string): Promise<boolean> {
+    return engine().cancel(id);
+  },
+  /** Starts a new run of the same task with the same payload. */
+  async replay(id: string): Promise<RunHandle> {
+    return engine().replay(id);
+  },
+  /** A failed run continues from its failed step; completed steps keep their results. */
+  async retry(id: string): Promise<void> {
+    return engine().retry(id);
   },
 };
 

@@ -22,6 +22,7 @@
  * cross-site `fetch` of it needs a CORS preflight this API never grants.
  */
 import { timingSafeEqual, createHash } from 'node:crypto';
+import type { ErrorCode } from './errors';
 import type { EventInput, ListRunsOptions, RunStatus, TriggerOptions } from './types';
 
 type Api = typeof import('./index');
@@ -105,12 +106,12 @@ export interface DurablyRoutes {
 }
 
 /** Codes of the HTTP API besides those of `DurablyError`. */
-export type HttpErrorCode = 'E_BAD_REQUEST' | 'E_FORBIDDEN' | 'E_NOT_FOUND' | 'E_METHOD_NOT_ALLOWED' | 'E_NOT_IMPLEMENTED';
+export type HttpErrorCode = 'E_BAD_REQUEST' | 'E_FORBIDDEN' | 'E_NOT_FOUND' | 'E_METHOD_NOT_ALLOWED';
 
 class HttpError extends Error {
   constructor(
     readonly status: number,
-    readonly code: string,
+    readonly code: HttpErrorCode | ErrorCode,
     message: string,
   ) {
     super(message);
@@ -263,7 +264,7 @@ function listOptions(url: URL): ListRunsOptions {
   const since = q.get('since');
   if (since !== null) opts.since = /^\d+$/.test(since) ? Number(since) : since;
   const limit = q.get('limit');
-  if (limit !== null) opts.limit = /^\d+$/.test(limit) ? Number(limit) : (limit as unknown as number); // a non-number is E_BAD_OPTION
+  if (limit !== null) opts.limit = Number(limit); // NaN, 0 or a fraction: E_BAD_OPTION from runs.list
   const cursor = q.get('cursor');
   if (cursor !== null) opts.cursor = cursor;
   return opts;
@@ -276,8 +277,9 @@ const ENDPOINTS = [
   'POST trigger           { taskId, payload, options }',
   'POST send              { name, data, id? }',
   'POST tokens/:id/complete { data }',
-  'POST runs/:id/cancel   (not implemented yet: 501)',
-  'POST runs/:id/replay   (not implemented yet: 501)',
+  'POST runs/:id/cancel',
+  'POST runs/:id/replay',
+  'POST runs/:id/retry',
 ];
 
 async function get(request: Request, path: string[]): Promise<Response> {
@@ -288,7 +290,7 @@ async function get(request: Request, path: string[]): Promise<Response> {
   }
   if (path[0] === 'runs' && path.length === 2) {
     const run = await d.runs.get(path[1]);
-    if (run === null) throw new HttpError(404, 'E_RUN_NOT_FOUND', `no run with id ${JSON.stringify(path[1])}`);
+    if (run === null) throw new HttpError(404, 'E_RUN_NOT_FOUND', `no run with id ${JSON.stringify(path[1].slice(0, 200))}`);
     return json(200, run);
   }
   if (path[0] === 'stats' && path.length === 1) return json(200, await d.stats());
@@ -300,7 +302,7 @@ function isPostRoute(path: string[]): boolean {
   return (
     (path.length === 1 && (path[0] === 'trigger' || path[0] === 'send')) ||
     (path.length === 3 && path[0] === 'tokens' && path[2] === 'complete') ||
-    (path.length === 3 && path[0] === 'runs' && (path[2] === 'cancel' || path[2] === 'replay'))
+    (path.length === 3 && path[0] === 'runs' && (path[2] === 'cancel' || path[2] === 'replay' || path[2] === 'retry'))
   );
 }
 
@@ -333,8 +335,15 @@ async function post(request: Request, path: string[], maxBodyBytes: number): Pro
     const b = object(body, 'POST tokens/:id/complete');
     return json(200, await d.tokens.complete(path[1], b.data ?? null));
   }
-  // runs/:id/cancel and runs/:id/replay
-  throw new HttpError(501, 'E_NOT_IMPLEMENTED', `POST runs/:id/${path[2]} is not implemented yet`);
+  // runs/:id/cancel, runs/:id/replay, runs/:id/retry
+  const id = path[1];
+  if (path[2] === 'cancel') return json(200, { cancelled: await d.runs.cancel(id) });
+  if (path[2] === 'retry') {
+    await d.runs.retry(id);
+    return json(202, { id });
+  }
+  const handle = await d.runs.replay(id);
+  return json(202, { id: handle.id, taskId: handle.taskId });
 }
 
 /**
@@ -348,10 +357,11 @@ async function post(request: Request, path: string[], maxBodyBytes: number): Pro
  * - `POST trigger` `{ taskId, payload, options }` → 202 `{ id, taskId }`
  * - `POST send` `{ name, data, id? }` → 202 `{ ids }`
  * - `POST tokens/:id/complete` `{ data }` → `{ resumed }`
- * - `POST runs/:id/cancel`, `POST runs/:id/replay` → 501 `E_NOT_IMPLEMENTED` (for now)
+ * - `POST runs/:id/cancel` → `{ cancelled }`; `POST runs/:id/replay` → 202 `{ id, taskId }` (the new
+ *   run); `POST runs/:id/retry` → 202 `{ id }` (a failed run continues from its failed step)
  *
  * Errors are `{ error: { code, message } }`: 400 for bad input (`E_UNKNOWN_TASK`,
- * `E_BAD_OPTION`, `E_PAYLOAD_*`, `E_BAD_REQUEST`), 403 `E_FORBIDDEN`, 404, 405, 415, 501.
+ * `E_BAD_OPTION`, `E_PAYLOAD_*`, `E_BAD_REQUEST`), 403 `E_FORBIDDEN`, 404, 405, 415.
  */
 export function durablyRoutes(options: DurablyRoutesOptions = {}): DurablyRoutes {
   if (options === null || typeof options !== 'object') throw new TypeError('durablyRoutes() takes an options object: durablyRoutes({ auth })');

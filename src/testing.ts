@@ -30,6 +30,9 @@ export interface TestEngine {
   runs: {
     get(id: string): Promise<Run | null>;
     list(opts?: ListRunsOptions): Promise<RunList>;
+    cancel(id: string): Promise<boolean>;
+    replay(id: string): Promise<RunHandle>;
+    retry(id: string): Promise<void>;
   };
   tokens: { complete(token: string | Token, data?: unknown): Promise<{ resumed: boolean }> };
   /** Moves the clock forward, runs everything that became due, resolves when idle. */
@@ -47,8 +50,10 @@ export function createTestEngine(opts: TestEngineOptions = {}): TestEngine {
   const start = opts.now === undefined ? Date.now() : toTime('now', opts.now);
   const config = { ...resolveConfig({ concurrency: opts.concurrency }, {}), dataDir: null, manualClockMs: start };
   const engine = new Engine(config);
-  let started: Promise<void> | null = null;
-  const ensure = () => (started ??= engine.start());
+  // Executing from the start: a task's own `.trigger()` runs without further ado.
+  const started: Promise<void> = engine.start();
+  started.catch(() => {});
+  const ensure = () => started;
   const idle = async () => {
     await ensure();
     engine.open();
@@ -80,6 +85,18 @@ export function createTestEngine(opts: TestEngineOptions = {}): TestEngine {
       },
       async list(o) {
         return engine.listRuns(o);
+      },
+      async cancel(id) {
+        await ensure();
+        return engine.cancel(id);
+      },
+      async replay(id) {
+        await ensure();
+        return engine.replay(id);
+      },
+      async retry(id) {
+        await ensure();
+        return engine.retry(id);
       },
     },
     tokens: {

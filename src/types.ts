@@ -1,5 +1,7 @@
 /** Public types of durably. */
 import type { StoredError } from './errors';
+import type { FlowOptions } from './flow';
+export type { FlowOptions, KeyFn } from './flow';
 
 /** Milliseconds, or a string such as '500ms', '30s', '5m', '1h30m', '3 days', '2 weeks'. */
 export type Duration = number | string;
@@ -134,6 +136,16 @@ export interface TaskContext {
 export interface TriggerOptions {
   /** Start no sooner than this long from now. */
   delay?: Duration;
+  /** A second trigger with the same key (while it lives) returns the first run's handle. */
+  idempotencyKey?: string;
+  /** How long the idempotency key lives (default 30 days). */
+  idempotencyKeyTTL?: Duration;
+  /** Higher starts first among ready runs (overrides the task's `priority`). */
+  priority?: number;
+  /** The concurrency key of this run (overrides the task's `concurrency.key`). */
+  concurrencyKey?: string;
+  /** Cancel the run if it has not started within this long. */
+  ttl?: Duration;
   /** Start no sooner than this time. */
   runAt?: Date | string | number;
   /** Up to 20 strings (1–128 characters) to filter runs by: `runs.list({ tag })`. */
@@ -148,6 +160,8 @@ export interface ResultOptions {
 export interface RunHandle<O = unknown> {
   id: string;
   taskId: string;
+  /** Cancels the run; resolves with false if it had already ended. */
+  cancel(): Promise<boolean>;
   /**
    * The run's output once it completes. Rejects with `E_RUN_FAILED` (its `cause` is the
    * stored error) if it failed, or `E_TIMEOUT`.
@@ -158,11 +172,21 @@ export interface RunHandle<O = unknown> {
 /** Which events start a task: a name, several, or with an `if` filter over `event`. */
 export type OnOption = string | { event: string; if?: string } | Array<string | { event: string; if?: string }>;
 
-export interface TaskOptions<P, O> {
+export interface FailureInfo {
+  /** The run that failed for good. */
+  runId: string;
+  /** Its stored error. */
+  error: StoredError;
+  ctx: TaskContext;
+}
+
+export interface TaskOptions<P, O> extends FlowOptions<P> {
   /** Unique and stable: the durable identity of the task. */
   id: string;
   run: (payload: P, ctx: TaskContext) => O | Promise<O>;
   retry?: RetryOptions;
+  /** Called once (durably, as a run of its own) after a run of this task failed for good. */
+  onFailure?: (payload: P, info: FailureInfo) => unknown;
   /** Start a run (with `payload = event.data`) for every matching event sent with `send()`. */
   on?: OnOption;
 }
@@ -209,6 +233,9 @@ export interface Run<P = unknown, O = unknown> {
   event?: DurablyEvent;
   /** The run that started this one with `step.invoke`. */
   parent?: { run: string; key: string };
+  /** `'onFailure'` for the run that called a task's `onFailure`. */
+  kind?: 'onFailure';
+  priority?: number;
   steps: StepInfo[];
 }
 

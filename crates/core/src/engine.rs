@@ -21,6 +21,7 @@
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::expr;
+use crate::flow;
 use crate::model::{
     EventRecord, Json, ParentRef, QueueEntry, RunRecord, RunState, RunStatus, StepRecord,
     StepStatus, WaitSpec,
@@ -76,6 +77,22 @@ pub struct TaskPolicy {
     pub retry: RetryPolicy,
     #[serde(default)]
     pub on: Vec<OnSpec>,
+    #[serde(default)]
+    pub concurrency: Option<flow::Concurrency>,
+    #[serde(default)]
+    pub throttle: Option<flow::Throttle>,
+    #[serde(default)]
+    pub rate_limit: Option<flow::RateLimit>,
+    #[serde(default)]
+    pub debounce: Option<flow::Debounce>,
+    #[serde(default)]
+    pub singleton: Option<flow::Singleton>,
+    #[serde(default)]
+    pub timeout: flow::Timeout,
+    /// The task has an `onFailure` handler: a run that fails for good starts an
+    /// `onFailure` run of the task.
+    #[serde(default)]
+    pub on_failure: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +106,54 @@ pub struct TriggerItem {
     pub run_at: Option<u64>,
     #[serde(default)]
     pub tags: Vec<String>,
+    #[serde(default)]
+    pub priority: Option<i32>,
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
+    #[serde(default)]
+    pub throttle_key: Option<String>,
+    #[serde(default)]
+    pub rate_limit_key: Option<String>,
+    #[serde(default)]
+    pub debounce_key: Option<String>,
+    #[serde(default)]
+    pub singleton_key: Option<String>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub idempotency_ttl_ms: Option<u64>,
+    /// Cancel the run if it has not started within this long (overrides `timeout.start`).
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+    #[serde(default)]
+    pub cancel_on: Vec<flow::CancelOn>,
+}
+
+impl TriggerItem {
+    fn take_keys(&mut self) -> flow::FlowKeys {
+        flow::FlowKeys {
+            priority: self.priority,
+            concurrency_key: self.concurrency_key.take(),
+            throttle_key: self.throttle_key.take(),
+            rate_limit_key: self.rate_limit_key.take(),
+            debounce_key: self.debounce_key.take(),
+            singleton_key: self.singleton_key.take(),
+            idempotency_key: self.idempotency_key.take(),
+            idempotency_ttl_ms: self.idempotency_ttl_ms,
+            ttl_ms: self.ttl_ms,
+            cancel_on: std::mem::take(&mut self.cancel_on),
+        }
+    }
+}
+
+/// A run about to be created (by a trigger, an event, `step.invoke`, a replay, a schedule).
+pub(crate) struct NewRun {
+    pub task: String,
+    pub payload: Json,
+    pub tags: Vec<String>,
+    pub ready_at: u64,
+    pub event: Option<Json>,
+    pub parent: Option<ParentRef>,
 }
 
 /// An event as sent: `id` is generated when absent.
@@ -101,6 +166,9 @@ pub struct EventIn {
     pub data: Option<Json>,
     #[serde(default)]
     pub ts: Option<u64>,
+    /// Per subscribed task: the flow-control keys JS computed from `data`.
+    #[serde(default)]
+    pub keys: HashMap<String, flow::FlowKeys>,
 }
 
 /// A wait as reported by the executor: a `WaitSpec`, or a `step.invoke` whose child run the
@@ -366,6 +434,20 @@ pub struct Claimed {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<Json>,
     pub steps: Vec<ClaimedStep>,
+    /// `"onFailure"`: call the task's `onFailure` with `failure` instead of `run`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Json>,
+}
+
+/// What a claim hands the executor: runs to execute, and running runs to abort (cancelled,
+/// or past their `timeout.finish`).
+#[derive(Debug, Serialize, Default)]
+pub struct ClaimBatch {
+    pub runs: Vec<Claimed>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub abort: Vec<String>,
 }
 
 /// How a run ended, for `result()`.
@@ -431,6 +513,10 @@ pub struct RunView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
 }
 
@@ -469,6 +555,8 @@ pub struct Stats {
 
 pub(crate) struct RunningRun {
     pub task: String,
+    /// Holds a slot of this concurrency key.
+    pub slot: Option<flow::FlowKey>,
     pub entry: (u64, u64),
     pub attempt: u32,
     pub started_at: u64,
@@ -480,11 +568,15 @@ pub(crate) struct RunningRun {
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Timer(Reverse<(u64, u64)>, String, String);
 
+/// A ready run: higher priority first, then oldest (ready_at, seq).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Ready(i32, Timer);
+
 impl Timer {
-    fn from_entry(e: QueueEntry) -> Self {
+    pub(crate) fn from_entry(e: QueueEntry) -> Self {
         Timer(Reverse((e.ready_at, e.seq)), e.id, e.task)
     }
-    fn entry(self) -> QueueEntry {
+    pub(crate) fn entry(self) -> QueueEntry {
         let Reverse((ready_at, seq)) = self.0;
         QueueEntry {
             ready_at,
@@ -493,7 +585,7 @@ impl Timer {
             task: self.2,
         }
     }
-    fn at(&self) -> u64 {
+    pub(crate) fn at(&self) -> u64 {
         (self.0).0 .0
     }
 }
@@ -504,13 +596,24 @@ pub(crate) struct Sched {
     /// Event name → subscribed tasks with their compiled `if`.
     pub subs: HashMap<String, Vec<(String, Option<expr::Expr>)>>,
     /// Runs whose time has not come, soonest first.
-    timers: BinaryHeap<Timer>,
-    /// Runs ready to start, oldest (ready_at, seq) first.
-    ready: BinaryHeap<Timer>,
+    pub(crate) timers: BinaryHeap<Timer>,
+    /// Runs ready to start, by priority then oldest (ready_at, seq).
+    pub(crate) ready: BinaryHeap<Ready>,
+    /// Flow-control facts of runs that have not ended, and the state of the keys.
+    pub flows: HashMap<String, Arc<flow::Flow>>,
+    pub flow: flow::FlowState,
+    /// `timeout.start` / `timeout.finish` deadlines: (at, run, finish?).
+    pub(crate) deadlines: BinaryHeap<Reverse<(u64, String, bool)>>,
+    /// Running runs the executor must abort (cancelled, timed out).
+    pub abort: Vec<String>,
+    /// `cancelOn` subscriptions of runs that have not ended.
+    pub cancels: crate::waits::CancelIndex,
+    /// Idempotency keys decided but not yet applied.
+    pub(crate) pending_idem: HashMap<(String, String), (String, u64)>,
     /// The live queue entry of each run that has one; heap entries that differ are stale.
     pub entries: HashMap<String, (u64, u64)>,
     /// Due runs of tasks this process has not registered: they wait, never fail.
-    parked: HashMap<String, Vec<QueueEntry>>,
+    pub(crate) parked: HashMap<String, Vec<QueueEntry>>,
     pub running: HashMap<String, RunningRun>,
     /// Runs parked on waits, and the indexes that find them.
     pub waiting: HashMap<String, WaitingRun>,
@@ -521,12 +624,12 @@ pub(crate) struct Sched {
     pub pending_outcomes: HashMap<String, Outcome>,
     pub pending_tokens: HashMap<String, Json>,
     /// Requeued runs to schedule once the current commit is applied.
-    deferred: Vec<QueueEntry>,
+    pub(crate) deferred: Vec<QueueEntry>,
     /// Runs triggered by this process that have not started yet: no state, no steps to load.
-    fresh: HashSet<String>,
-    waiters: HashMap<String, Vec<oneshot::Sender<Outcome>>>,
-    seq: u64,
-    ids: ulid::Generator,
+    pub(crate) fresh: HashSet<String>,
+    pub(crate) waiters: HashMap<String, Vec<oneshot::Sender<Outcome>>>,
+    pub(crate) seq: u64,
+    pub(crate) ids: ulid::Generator,
 }
 
 impl Sched {
@@ -537,7 +640,8 @@ impl Sched {
         if e.ready_at > now {
             self.timers.push(Timer::from_entry(e));
         } else if self.tasks.contains_key(&e.task) {
-            self.ready.push(Timer::from_entry(e));
+            let priority = self.flows.get(&e.id).map(|f| f.priority).unwrap_or(0);
+            self.ready.push(Ready(priority, Timer::from_entry(e)));
         } else {
             self.parked.entry(e.task.clone()).or_default().push(e);
         }
@@ -559,7 +663,7 @@ impl Sched {
         e
     }
 
-    fn promote(&mut self, now: u64) {
+    pub(crate) fn promote(&mut self, now: u64) {
         while self.timers.peek().is_some_and(|t| t.at() <= now) {
             if let Some(t) = self.timers.pop() {
                 self.schedule(t.entry(), now);
@@ -604,6 +708,7 @@ pub(crate) struct AfterCommit {
     /// New runs: schedulable only once their trigger is durable.
     pub new_runs: Vec<QueueEntry>,
     pub finished: Vec<(String, Outcome)>,
+    pub idem: Vec<(String, String)>,
     pub events: Vec<String>,
     pub tokens: Vec<String>,
 }
@@ -633,9 +738,9 @@ impl Engine {
                 }
             }
         }
-        for e in latest.into_values() {
+        let recovered: Vec<QueueEntry> = latest.into_values().collect();
+        for e in &recovered {
             sched.entries.insert(e.id.clone(), (e.ready_at, e.seq));
-            sched.schedule(e, now);
         }
         let mut cleanup: Vec<Write> = stale
             .into_iter()
@@ -655,6 +760,32 @@ impl Engine {
                 }
                 _ => cleanup.push(Write::DelWaiting { run }),
             }
+        }
+        // Flow facts of the runs that have not ended: priorities, singleton keys, cancelOn.
+        for (run, f) in store.flows()? {
+            let live = sched.entries.contains_key(&run) || sched.waiting.contains_key(&run);
+            let rec = if live { store.run_record(&run)? } else { None };
+            let Some(rec) = rec else {
+                cleanup.push(Write::DelFlow { run });
+                continue;
+            };
+            if !f.cancel_on.is_empty() {
+                let trigger = crate::waits::trigger_value(&rec);
+                sched.cancels.add(&run, &f.cancel_on, &trigger)?;
+            }
+            if let Some(k) = &f.singleton_key {
+                sched
+                    .flow
+                    .singletons
+                    .insert((rec.task.clone(), k.clone()), run.clone());
+            }
+            if let Some(at) = f.start_by {
+                sched.deadlines.push(Reverse((at, run.clone(), false)));
+            }
+            sched.flows.insert(run, Arc::new(f));
+        }
+        for e in recovered {
+            sched.schedule(e, now);
         }
         let writer = Writer::start(
             store.clone(),
@@ -768,32 +899,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Writes a new run and its queue entry; it is scheduled once the commit is durable.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new_run(
-        &self,
-        s: &mut Sched,
-        rec: RunRecord,
-        writes: &mut Vec<Write>,
-        after: &mut AfterCommit,
-    ) {
-        let seq = s.next_seq();
-        let e = QueueEntry {
-            ready_at: rec.ready_at,
-            seq,
-            id: rec.id.clone(),
-            task: rec.task.clone(),
-        };
-        s.entries.insert(e.id.clone(), (e.ready_at, e.seq));
-        s.fresh.insert(e.id.clone());
-        writes.push(Write::PutRun(rec));
-        writes.push(Write::Enqueue(e.clone()));
-        after.new_runs.push(e);
-    }
-
     /// Enqueues runs durably. Each group is all-or-nothing: a group with one bad item is
     /// rejected whole and writes nothing; the accepted groups share one durable commit.
-    /// Resolves after the commit is on disk; only then can the runs start.
+    /// Resolves after the commit is on disk; only then can the runs start. A trigger may
+    /// resolve to an existing run (idempotency key, debounce) or a skipped one (rate limit,
+    /// singleton skip).
     pub async fn trigger(&self, groups: Vec<Vec<TriggerItem>>) -> Vec<Result<Vec<String>>> {
         if let Err(e) = self.check_open() {
             return groups.iter().map(|_| Err(e.clone())).collect();
@@ -803,8 +913,9 @@ impl Engine {
         let mut writes = Vec::new();
         let mut after = AfterCommit::default();
         {
-            let mut s = match self.sched() {
-                Ok(s) => s,
+            let locked = self.store().and_then(|store| Ok((store, self.sched()?)));
+            let (store, mut s) = match locked {
+                Ok(x) => x,
                 Err(e) => return groups.iter().map(|_| Err(e.clone())).collect(),
             };
             for group in groups {
@@ -813,28 +924,37 @@ impl Engine {
                     continue;
                 }
                 let mut ids = Vec::with_capacity(group.len());
-                for item in group {
-                    let id = s.next_id("run", now);
+                let mut failed = None;
+                for mut item in group {
+                    let keys = item.take_keys();
                     let ready_at = item
                         .run_at
                         .unwrap_or(now)
                         .max(now.saturating_add(item.delay_ms.unwrap_or(0)));
-                    let rec = RunRecord {
-                        id: id.clone(),
+                    let proto = NewRun {
                         task: item.task,
                         payload: item.payload,
                         tags: item.tags,
-                        created_at: now,
                         ready_at,
                         event: None,
                         parent: None,
                     };
-                    self.new_run(&mut s, rec, &mut writes, &mut after);
-                    ids.push(id);
+                    match self.admit(&mut s, &*store, proto, keys, now, &mut writes, &mut after) {
+                        Ok(id) => ids.push(id),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
                 }
-                results.push(Ok(ids));
+                results.push(match failed {
+                    Some(e) => Err(e),
+                    None => Ok(ids),
+                });
             }
+            after.new_runs.append(&mut s.deferred);
         }
+        self.inner.work.notify_one();
         if writes.is_empty() {
             return results;
         }
@@ -945,9 +1065,22 @@ impl Engine {
 
     /// Commits, then applies `after` (new runs become claimable, waiters of finished runs are
     /// told, pending lookups are cleared).
-    async fn commit_after(&self, writes: Vec<Write>, after: AfterCommit) -> Result<()> {
+    pub(crate) async fn commit_after(&self, writes: Vec<Write>, after: AfterCommit) -> Result<()> {
+        let apply = self.after_commit(after);
+        self.commit(writes, move |res| apply(res)).await
+    }
+
+    /// `commit_after` without waiting for the commit.
+    pub(crate) fn submit_after(&self, writes: Vec<Write>, after: AfterCommit) {
+        let apply = self.after_commit(after);
+        self.inner
+            .writer
+            .submit(writes, Box::new(move |res| apply(&res)));
+    }
+
+    fn after_commit(&self, after: AfterCommit) -> impl FnOnce(&Result<()>) + Send + 'static {
         let engine = self.clone();
-        self.commit(writes, move |res| {
+        move |res| {
             let now = engine.inner.clock.now_ms();
             if let Ok(mut s) = engine.sched() {
                 for id in &after.events {
@@ -955,6 +1088,9 @@ impl Engine {
                 }
                 for t in &after.tokens {
                     s.pending_tokens.remove(t);
+                }
+                for k in &after.idem {
+                    s.pending_idem.remove(k);
                 }
                 for (id, _) in &after.finished {
                     s.pending_outcomes.remove(id);
@@ -973,21 +1109,20 @@ impl Engine {
                 }
             }
             engine.inner.work.notify_one();
-        })
-        .await
+        }
     }
 
-    /// Waits until at least one run is ready (or the engine closes: `None`), then hands out
-    /// up to `max` runs, within the engine's concurrency limit.
-    pub async fn claim(&self, max: usize) -> Result<Option<Vec<Claimed>>> {
+    /// Waits until at least one run is ready (or a running run must be aborted), then hands
+    /// out up to `max` runs within the concurrency limits. `None` once the engine closes.
+    pub async fn claim(&self, max: usize) -> Result<Option<ClaimBatch>> {
         loop {
             if self.inner.closed.load(Ordering::Acquire) {
                 return Ok(None);
             }
             let notified = self.inner.work.notified();
-            let (claimed, next_wake) = self.claim_now(max)?;
-            if !claimed.is_empty() {
-                return Ok(Some(claimed));
+            let (batch, next_wake) = self.claim_now(max)?;
+            if !batch.runs.is_empty() || !batch.abort.is_empty() {
+                return Ok(Some(batch));
             }
             match next_wake.and_then(|at| self.inner.clock.real_wait(at)) {
                 Some(d) => {
@@ -1001,17 +1136,37 @@ impl Engine {
     /// Hands out up to `max` runs that are due now, without waiting (may be empty).
     pub fn try_claim(&self, max: usize) -> Result<Vec<Claimed>> {
         self.check_open()?;
+        Ok(self.claim_now(max)?.0.runs)
+    }
+
+    /// Hands out due runs and aborts, without waiting.
+    pub fn try_claim_batch(&self, max: usize) -> Result<ClaimBatch> {
+        self.check_open()?;
         Ok(self.claim_now(max)?.0)
     }
 
-    /// Promotes due timers, picks ready runs and loads them. Also returns the next timer
-    /// deadline when there is room to run more.
-    fn claim_now(&self, max: usize) -> Result<(Vec<Claimed>, Option<u64>)> {
+    pub(crate) fn notify_work(&self) {
+        self.inner.work.notify_one();
+    }
+
+    /// Applies due deadlines, promotes due timers and throttled runs, picks ready runs within
+    /// the concurrency limits and loads them. Also returns when the scheduler must look again.
+    fn claim_now(&self, max: usize) -> Result<(ClaimBatch, Option<u64>)> {
         loop {
             let now = self.inner.clock.now_ms();
             let mut cleanup = Vec::new();
-            let (picked, next_wake) = {
+            let mut after = AfterCommit::default();
+            let (picked, abort, next_wake) = {
+                let store = self.store()?;
                 let mut s = self.sched()?;
+                if s.deadlines
+                    .peek()
+                    .is_some_and(|Reverse((at, _, _))| *at <= now)
+                {
+                    self.run_deadlines(&mut s, &*store, now, &mut cleanup, &mut after)?;
+                    after.new_runs.append(&mut s.deferred);
+                }
+                self.release_throttled(&mut s, now);
                 s.promote(now);
                 let room = self
                     .inner
@@ -1021,11 +1176,16 @@ impl Engine {
                     .min(max);
                 let mut picked = Vec::new();
                 while picked.len() < room {
-                    let Some(t) = s.ready.pop() else { break };
+                    let Some(Ready(_, t)) = s.ready.pop() else {
+                        break;
+                    };
                     let e = t.entry();
                     if s.entries.get(&e.id) != Some(&(e.ready_at, e.seq)) {
                         continue; // superseded
                     }
+                    let Some(slot) = self.may_start(&mut s, &e, now) else {
+                        continue;
+                    };
                     s.entries.remove(&e.id);
                     if let Some(w) = s.waiting.remove(&e.id) {
                         // A sleep ended or a wait timed out: the other waits go.
@@ -1043,6 +1203,7 @@ impl Engine {
                         e.id.clone(),
                         RunningRun {
                             task: e.task.clone(),
+                            slot,
                             entry: (e.ready_at, e.seq),
                             attempt: 1,
                             started_at: now,
@@ -1054,22 +1215,28 @@ impl Engine {
                     let fresh = s.fresh.remove(&e.id);
                     picked.push((e, max_attempts, fresh));
                 }
-                let next_wake = if room == 0 {
+                let abort = std::mem::take(&mut s.abort);
+                let timer = if room == 0 {
                     None
                 } else {
                     s.timers.peek().map(Timer::at)
                 };
-                (picked, next_wake)
+                let next_wake = match (timer, Self::next_control_wake(&s)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                (picked, abort, next_wake)
             };
             if !cleanup.is_empty() {
-                self.inner.writer.submit(cleanup, Box::new(|_| {}));
+                self.submit_after(cleanup, after);
             }
-            if picked.is_empty() {
-                return Ok((Vec::new(), next_wake));
-            }
-            let claimed = self.load_claimed(picked, now)?;
-            if !claimed.is_empty() {
-                return Ok((claimed, next_wake));
+            let runs = if picked.is_empty() {
+                Vec::new()
+            } else {
+                self.load_claimed(picked, now)?
+            };
+            if !runs.is_empty() || !abort.is_empty() || next_wake.is_none_or(|at| at > now) {
+                return Ok((ClaimBatch { runs, abort }, next_wake));
             }
         }
     }
@@ -1079,64 +1246,61 @@ impl Engine {
         let mut out = Vec::with_capacity(picked.len());
         let mut stale = Vec::new();
         for (e, max_attempts, fresh) in picked {
-            if fresh {
+            let (rec, state, steps) = if fresh {
                 // Triggered here and never started: the trigger record is all there is.
-                let Some(rec) = store.run_record(&e.id)? else {
-                    stale.push(e);
-                    continue;
-                };
-                if rec.parent.is_some() {
-                    if let Some(r) = self.sched()?.running.get_mut(&e.id) {
-                        r.parent = rec.parent.clone();
+                match store.run_record(&e.id)? {
+                    Some(rec) => (rec, None, Vec::new()),
+                    None => {
+                        stale.push(e);
+                        continue;
                     }
                 }
-                out.push(Claimed {
-                    id: rec.id,
-                    task: rec.task,
-                    payload: rec.payload,
-                    attempt: 1,
-                    max_attempts,
-                    created_at: rec.created_at,
-                    now,
-                    tags: rec.tags,
-                    event: rec.event,
-                    steps: Vec::new(),
-                });
-                continue;
-            }
-            let loaded = store.run(&e.id)?;
-            let Some((rec, state)) = loaded else {
-                stale.push(e);
-                continue;
+            } else {
+                match store.run(&e.id)? {
+                    Some((_, Some(st))) if st.status.is_terminal() => {
+                        stale.push(e);
+                        continue;
+                    }
+                    Some((rec, st)) => {
+                        let steps = store
+                            .steps(&e.id)?
+                            .into_iter()
+                            .map(|(key, s)| ClaimedStep {
+                                key,
+                                status: s.status,
+                                attempts: s.attempts,
+                                output: s.output,
+                                error: s.error,
+                                wake_at: s.wake_at,
+                                child: s.child,
+                            })
+                            .collect();
+                        (rec, st, steps)
+                    }
+                    None => {
+                        stale.push(e);
+                        continue;
+                    }
+                }
             };
-            if state.as_ref().is_some_and(|s| s.status.is_terminal()) {
-                stale.push(e);
-                continue;
-            }
-            let steps = store
-                .steps(&e.id)?
-                .into_iter()
-                .map(|(key, s)| ClaimedStep {
-                    key,
-                    status: s.status,
-                    attempts: s.attempts,
-                    output: s.output,
-                    error: s.error,
-                    wake_at: s.wake_at,
-                    child: s.child,
-                })
-                .collect();
             let attempt = state.as_ref().map(|s| s.attempts).unwrap_or(0).max(1);
-            if let Ok(mut s) = self.sched() {
+            let first_start = state.as_ref().and_then(|st| st.started_at);
+            {
+                let mut s = self.sched()?;
+                let finish = s.flows.get(&e.id).and_then(|f| f.finish_ms);
                 if let Some(r) = s.running.get_mut(&e.id) {
                     r.attempt = attempt;
                     r.parent = rec.parent.clone();
                     if let Some(st) = &state {
                         r.event_cursor = st.event_cursor;
-                        if let Some(first) = st.started_at {
-                            r.started_at = first;
-                        }
                     }
+                    if let Some(first) = first_start {
+                        r.started_at = first;
+                    }
+                }
+                if let Some(ms) = finish {
+                    let at = first_start.unwrap_or(now).saturating_add(ms);
+                    s.deadlines.push(Reverse((at, e.id.clone(), true)));
                 }
             }
             out.push(Claimed {
@@ -1150,6 +1314,8 @@ impl Engine {
                 tags: rec.tags,
                 event: rec.event,
                 steps,
+                kind: rec.kind,
+                failure: rec.failure,
             });
         }
         if !stale.is_empty() {
@@ -1158,7 +1324,7 @@ impl Engine {
             let writes = stale
                 .into_iter()
                 .map(|e| {
-                    s.running.remove(&e.id);
+                    self.take_running(&mut s, &e.id, now);
                     Write::Dequeue {
                         ready_at: e.ready_at,
                         seq: e.seq,
@@ -1248,7 +1414,7 @@ impl Engine {
                 attempt,
                 retry_at,
             } => {
-                let Some(r) = s.running.remove(&run) else {
+                let Some(r) = self.take_running(s, &run, now) else {
                     return Ok(());
                 };
                 transition(RunStatus::Running, Input::Retry)?;
@@ -1267,7 +1433,7 @@ impl Engine {
             }
             Op::Wait { run, waits } => self.park(s, store, run, waits, now, writes, after)?,
             Op::Complete { run, output } => {
-                let Some(r) = s.running.remove(&run) else {
+                let Some(r) = self.take_running(s, &run, now) else {
                     return Ok(());
                 };
                 transition(RunStatus::Running, Input::Complete)?;
@@ -1284,11 +1450,14 @@ impl Engine {
                 non_retriable,
                 retry_at,
             } => {
-                let Some(r) = s.running.remove(&run) else {
+                let Some(r) = self.take_running(s, &run, now) else {
                     return Ok(());
                 };
                 if non_retriable || r.attempt >= r.max_attempts {
                     transition(RunStatus::Running, Input::Fail)?;
+                    if s.tasks.get(&r.task).is_some_and(|p| p.on_failure) {
+                        self.start_on_failure(s, store, &run, &error, now, writes, after)?;
+                    }
                     let out = Outcome {
                         status: RunStatus::Failed,
                         output: None,
@@ -1314,7 +1483,7 @@ impl Engine {
                 }
             }
             Op::Release { run } => {
-                let Some(r) = s.running.remove(&run) else {
+                let Some(r) = self.take_running(s, &run, now) else {
                     return Ok(());
                 };
                 let e = QueueEntry {
@@ -1401,17 +1570,7 @@ impl Engine {
                 event_cursor: None,
             },
         });
-        if let Some(p) = &r.parent {
-            let step = child_step(&run, &r.task, &out, now);
-            if !self.wake(s, &p.run, &p.key, step.clone(), None, now, writes) {
-                writes.push(Write::PutStep {
-                    run: p.run.clone(),
-                    key: p.key.clone(),
-                    step,
-                });
-            }
-            s.pending_outcomes.insert(run.clone(), out.clone());
-        }
+        self.after_end(s, &run, &r.task, r.parent.as_ref(), &out, now, writes);
         after.finished.push((run, out));
     }
 
@@ -1428,7 +1587,7 @@ impl Engine {
         writes: &mut Vec<Write>,
         after: &mut AfterCommit,
     ) -> Result<()> {
-        let Some(r) = s.running.remove(&run) else {
+        let Some(r) = self.take_running(s, &run, now) else {
             return Ok(());
         };
         let Some((rec, _)) = store.run(&run)? else {
@@ -1455,13 +1614,10 @@ impl Engine {
                         resolved.push((inv.key, failed_step(to_raw(&err)?, now)));
                         continue;
                     }
-                    let child = s.next_id("run", now);
-                    let child_rec = RunRecord {
-                        id: child.clone(),
+                    let proto = NewRun {
                         task: inv.task,
                         payload: inv.payload,
                         tags: Vec::new(),
-                        created_at: now,
                         ready_at: now,
                         event: None,
                         parent: Some(ParentRef {
@@ -1469,7 +1625,8 @@ impl Engine {
                             key: inv.key.clone(),
                         }),
                     };
-                    self.new_run(s, child_rec, writes, after);
+                    let child =
+                        self.create_run(s, proto, flow::Flow::default(), now, writes, after)?;
                     WaitSpec::Child {
                         key: inv.key,
                         child,
@@ -1809,6 +1966,8 @@ impl Engine {
             },
             event: rec.event,
             parent: rec.parent,
+            kind: rec.kind,
+            priority: rec.flow.as_ref().map(|f| f.priority).filter(|p| *p != 0),
             steps: None,
         }
     }
@@ -1942,7 +2101,7 @@ pub(crate) fn failed_step(error: Json, now: u64) -> StepRecord {
 }
 
 /// The parent's `step.invoke` result for a child's outcome.
-fn child_step(child: &str, task: &str, out: &Outcome, now: u64) -> StepRecord {
+pub(crate) fn child_step(child: &str, task: &str, out: &Outcome, now: u64) -> StepRecord {
     if out.status == RunStatus::Completed {
         let mut st = completed_step(out.output.clone().unwrap_or_else(json_null), now);
         st.child = Some(child.to_string());
@@ -1987,6 +2146,26 @@ pub fn validate_policy(p: &TaskPolicy) -> Result<Vec<(String, Option<expr::Expr>
             "retry.minTimeout",
             "must not exceed retry.maxTimeout",
         ));
+    }
+    if let Some(c) = &p.concurrency {
+        flow::check_limit("concurrency.limit", c.limit)?;
+    }
+    if let Some(t) = &p.throttle {
+        flow::check_limit("throttle.limit", t.limit)?;
+        flow::check_period("throttle.period", t.period_ms)?;
+    }
+    if let Some(r) = &p.rate_limit {
+        flow::check_limit("rateLimit.limit", r.limit)?;
+        flow::check_period("rateLimit.period", r.period_ms)?;
+    }
+    if let Some(d) = &p.debounce {
+        flow::check_period("debounce.period", d.period_ms)?;
+        if d.max_wait_ms.is_some_and(|m| m < d.period_ms) {
+            return Err(Error::bad_option(
+                "debounce.maxWait",
+                "must be at least debounce.period",
+            ));
+        }
     }
     let mut subs = Vec::new();
     let mut seen = HashSet::new();

@@ -2,10 +2,12 @@
 //! No napi and no JS types here: `crates/node` binds this to Node.js.
 
 pub mod clock;
+mod control;
 pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod expr;
+pub mod flow;
 pub mod model;
 pub mod retry;
 pub mod state;

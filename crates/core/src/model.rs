@@ -79,6 +79,15 @@ pub struct RunRecord {
     /// The run and step that invoked this run (`step.invoke`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRef>,
+    /// Flow-control keys and limits fixed at trigger time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<crate::flow::Flow>,
+    /// `"onFailure"` for the run that calls a task's `onFailure` after another run failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// For an `onFailure` run: the failed run's id and error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Json>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

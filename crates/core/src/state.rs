@@ -8,7 +8,8 @@
 //!   for it. Left by `Complete`, `Fail`, `Retry` (→ delayed), `Wait` (→ waiting), `Cancel`,
 //!   or `Recover` (the process died; → queued, replayed from the top with memoized steps).
 //! - `waiting`  — parked on a durable wait; holds no slot and no JS memory. Left by `Wake`.
-//! - `completed`, `failed`, `cancelled`, `skipped` — terminal; nothing leaves them.
+//! - `completed`, `failed`, `cancelled`, `skipped` — terminal; only `Reopen` (`runs.retry`)
+//!   leaves `failed`, back to `queued`.
 //!
 //! The engine applies the next state and the effects in one atomic store batch; an illegal
 //! pair is an `E_ILLEGAL_TRANSITION` error, never a silent no-op.
@@ -28,10 +29,12 @@ pub enum Input {
     Cancel,
     Recover,
     Skip,
+    /// `runs.retry`: a failed run continues from its failed step.
+    Reopen,
 }
 
 impl Input {
-    pub const ALL: [Input; 10] = [
+    pub const ALL: [Input; 11] = [
         Input::Due,
         Input::Claim,
         Input::Complete,
@@ -42,6 +45,7 @@ impl Input {
         Input::Cancel,
         Input::Recover,
         Input::Skip,
+        Input::Reopen,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -55,6 +59,7 @@ impl Input {
             Input::Cancel => "cancel",
             Input::Recover => "recover",
             Input::Skip => "skip",
+            Input::Reopen => "reopen",
         }
     }
 }
@@ -84,6 +89,7 @@ pub fn transition(from: RunStatus, input: Input) -> Result<(RunStatus, Effects)>
         (S::Waiting, I::Wake) => S::Queued,
         (S::Delayed | S::Queued | S::Running | S::Waiting, I::Cancel) => S::Cancelled,
         (S::Delayed | S::Queued, I::Skip) => S::Skipped,
+        (S::Failed, I::Reopen) => S::Queued,
         _ => {
             return Err(Error::IllegalTransition {
                 from: from.as_str(),
@@ -119,6 +125,7 @@ mod tests {
         (S::Waiting, Input::Cancel, S::Cancelled),
         (S::Delayed, Input::Skip, S::Skipped),
         (S::Queued, Input::Skip, S::Skipped),
+        (S::Failed, Input::Reopen, S::Queued),
     ];
 
     #[test]
@@ -146,10 +153,15 @@ mod tests {
     }
 
     #[test]
-    fn terminal_states_are_never_left() {
+    fn terminal_states_are_left_only_by_reopening_a_failed_run() {
         for from in S::ALL.into_iter().filter(|s| s.is_terminal()) {
             for input in Input::ALL {
-                assert!(transition(from, input).is_err());
+                let reopen = from == S::Failed && input == Input::Reopen;
+                assert_eq!(
+                    transition(from, input).is_ok(),
+                    reopen,
+                    "{from:?} + {input:?}"
+                );
             }
         }
     }

@@ -285,8 +285,7 @@ impl crate::engine::Engine {
         writes: &mut Vec<crate::store::Write>,
         after: &mut crate::engine::AfterCommit,
     ) -> Result<Vec<String>> {
-        use crate::engine::{completed_step, json_null};
-        use crate::model::RunRecord;
+        use crate::engine::{completed_step, json_null, NewRun};
         use crate::store::Write;
         for ev in &events {
             if ev.name.is_empty() || ev.name.len() > 256 {
@@ -311,6 +310,7 @@ impl crate::engine::Engine {
         }
         let mut ids = Vec::with_capacity(events.len());
         for ev in events {
+            let keys = ev.keys;
             let (id, given) = match ev.id {
                 Some(id) => (id, true),
                 None => (s.next_id("evt", now), false),
@@ -334,8 +334,21 @@ impl crate::engine::Engine {
             let json = event_json(&rec)?;
             let subs = s.subs.get(&rec.name).cloned().unwrap_or_default();
             let listens = s.index.listens(&rec.name);
-            if !subs.is_empty() || listens {
-                let value = event_value(&rec);
+            let cancels = s.cancels.listens(&rec.name);
+            if !subs.is_empty() || listens || cancels {
+                let needs_value = listens || cancels || subs.iter().any(|(_, c)| c.is_some());
+                let value = if needs_value {
+                    event_value(&rec)
+                } else {
+                    Value::Null
+                };
+                if cancels {
+                    for run in s.cancels.matches(&rec.name, &value, now) {
+                        let why =
+                            format!("event \"{}\" ({}) matched its cancelOn", rec.name, rec.id);
+                        self.cancel_locked(s, store, &run, &why, now, writes, after)?;
+                    }
+                }
                 for (task, cond) in subs {
                     if cond
                         .as_ref()
@@ -343,18 +356,16 @@ impl crate::engine::Engine {
                     {
                         continue;
                     }
-                    let run = s.next_id("run", now);
-                    let rec = RunRecord {
-                        id: run,
+                    let keys = keys.get(&task).cloned().unwrap_or_default();
+                    let proto = NewRun {
                         task,
                         payload: rec.data.clone(),
                         tags: Vec::new(),
-                        created_at: now,
                         ready_at: now,
                         event: Some(json.clone()),
                         parent: None,
                     };
-                    self.new_run(s, rec, writes, after);
+                    self.admit(s, store, proto, keys, now, writes, after)?;
                 }
                 if listens {
                     for (run, key) in s.index.matches(&rec.name, &value, at) {
@@ -370,5 +381,93 @@ impl crate::engine::Engine {
             ids.push(id);
         }
         Ok(ids)
+    }
+}
+
+/// `cancelOn` subscriptions of runs that have not ended, indexed like event waits:
+/// name → match path → match value → runs (with their bound `if` and expiry).
+/// A run's cancelOn subscription: (run, bound `if`, expiry).
+type CancelSub = (String, Option<Expr>, Option<u64>);
+
+#[derive(Default)]
+pub struct CancelIndex {
+    by_name: HashMap<String, HashMap<String, HashMap<String, Vec<CancelSub>>>>,
+}
+
+impl CancelIndex {
+    pub fn add(
+        &mut self,
+        run: &str,
+        specs: &[crate::flow::CancelOn],
+        trigger: &Value,
+    ) -> Result<()> {
+        for c in specs {
+            let cond = match &c.if_expr {
+                Some(src) => Some(expr::parse("cancelOn.if", src)?.bind("event", trigger)),
+                None => None,
+            };
+            self.by_name
+                .entry(c.event.clone())
+                .or_default()
+                .entry(c.path.clone())
+                .or_default()
+                .entry(canonical_text(&c.value))
+                .or_default()
+                .push((run.to_string(), cond, c.until));
+        }
+        Ok(())
+    }
+
+    pub fn remove(&mut self, run: &str, specs: &[crate::flow::CancelOn]) {
+        for c in specs {
+            let Some(paths) = self.by_name.get_mut(&c.event) else {
+                continue;
+            };
+            if let Some(values) = paths.get_mut(&c.path) {
+                let v = canonical_text(&c.value);
+                if let Some(list) = values.get_mut(&v) {
+                    list.retain(|(r, _, _)| r != run);
+                    if list.is_empty() {
+                        values.remove(&v);
+                    }
+                }
+                if values.is_empty() {
+                    paths.remove(&c.path);
+                }
+            }
+            if paths.is_empty() {
+                self.by_name.remove(&c.event);
+            }
+        }
+    }
+
+    pub fn listens(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The runs this event cancels.
+    pub fn matches(&self, name: &str, event: &Value, now: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        let Some(paths) = self.by_name.get(name) else {
+            return out;
+        };
+        for (path, values) in paths {
+            let v = if path.is_empty() {
+                String::new()
+            } else {
+                canonical(lookup_path(event, path))
+            };
+            let Some(list) = values.get(&v) else { continue };
+            for (run, cond, until) in list {
+                if until.is_none_or(|u| now < u)
+                    && cond
+                        .as_ref()
+                        .is_none_or(|c| expr::eval(c, &[("async", event)]))
+                {
+                    out.push(run.clone());
+                }
+            }
+        }
+        out
     }
 }

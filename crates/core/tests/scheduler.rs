@@ -177,7 +177,7 @@ async fn claim_wakes_when_the_manual_clock_reaches_a_deadline() {
         .unwrap()
         .unwrap()
         .expect("the engine is open");
-    assert_eq!(ids(&claimed), [id.as_str()]);
+    assert_eq!(ids(&claimed.runs), [id.as_str()]);
 }
 
 #[tokio::test]
@@ -193,7 +193,10 @@ async fn claim_wakes_when_a_run_is_triggered() {
 
     let id = trigger(&engine, json!({"task": "t", "payload": {}})).await;
     let claimed = timeout(GUARD, claimer).await.unwrap().unwrap().unwrap();
-    assert_eq!(ids(&claimed.expect("the engine is open")), [id.as_str()]);
+    assert_eq!(
+        ids(&claimed.expect("the engine is open").runs),
+        [id.as_str()]
+    );
 }
 
 #[tokio::test]

@@ -211,13 +211,32 @@ impl NativeEngine {
             .map_err(js_err)
     }
 
-    /// Resolves with a JSON array of claimed runs, or null once the engine closes.
+    /// Resolves with `{ runs, abort? }` (JSON): runs to execute and running runs to abort;
+    /// null once the engine closes.
     #[napi]
     pub async fn claim(&self, max: u32) -> Result<Option<String>> {
         match self.engine.claim(max as usize).await.map_err(js_err)? {
             Some(c) => Ok(Some(to_json(&c)?)),
             None => Ok(None),
         }
+    }
+
+    /// Cancels a run; resolves with false if it had already ended.
+    #[napi]
+    pub async fn cancel(&self, id: String) -> Result<bool> {
+        self.engine.cancel(&id).await.map_err(js_err)
+    }
+
+    /// Starts a new run with the same task and payload; resolves with its id.
+    #[napi]
+    pub async fn replay(&self, id: String) -> Result<String> {
+        self.engine.replay(&id).await.map_err(js_err)
+    }
+
+    /// Re-opens a failed run from its failed step.
+    #[napi]
+    pub async fn retry(&self, id: String) -> Result<()> {
+        self.engine.retry(&id).await.map_err(js_err)
     }
 
     /// Applies a JSON array of ops; resolves once they are durable.

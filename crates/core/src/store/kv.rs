@@ -11,6 +11,8 @@
 //! | `n/{name}\0{ts u64 BE}{seq u64 BE}` | event id               |
 //! | `w/{run id}`                     | empty: the run waits on an event, token or child |
 //! | `k/{token id}`                   | `TokenRecord` JSON         |
+//! | `f/{run id}`                     | `Flow` JSON (runs not ended) |
+//! | `i/{task}\0{key}`                | `{run id}\0{expires_at u64 BE}` |
 //!
 //! Run ids are ULID-based and sort by creation time, so a reverse scan of `r/` lists runs
 //! newest first. Everything lives in one keyspace because a sled batch is atomic only
@@ -65,6 +67,13 @@ fn name_key(name: &str, ts: u64, seq: u64) -> Vec<u8> {
     k.extend_from_slice(&ts.to_be_bytes());
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+fn idem_key(task: &str, k: &str) -> Vec<u8> {
+    let mut out = key("i/", task);
+    out.push(0);
+    out.extend_from_slice(k.as_bytes());
+    out
 }
 
 fn step_key(run: &str, step: &str) -> Vec<u8> {
@@ -140,6 +149,20 @@ impl<K: Kv> Store for KvStore<K> {
                 Write::PutWaiting { run } => (key("w/", run), Some(Vec::new())),
                 Write::DelWaiting { run } => (key("w/", run), None),
                 Write::PutToken { id, token } => (key("k/", id), Some(enc(token)?)),
+                Write::DelStep { run, key: k } => (step_key(run, k), None),
+                Write::PutFlow { run, flow } => (key("f/", run), Some(enc(flow)?)),
+                Write::DelFlow { run } => (key("f/", run), None),
+                Write::PutIdempotency {
+                    task,
+                    key: k,
+                    run,
+                    expires_at,
+                } => {
+                    let mut v = run.as_bytes().to_vec();
+                    v.push(0);
+                    v.extend_from_slice(&expires_at.to_be_bytes());
+                    (idem_key(task, k), Some(v))
+                }
             };
             ops.push(op);
         }
@@ -247,6 +270,34 @@ impl<K: Kv> Store for KvStore<K> {
             true
         })?;
         Ok(out)
+    }
+
+    fn flows(&self) -> Result<Vec<(String, crate::flow::Flow)>> {
+        let mut out = Vec::new();
+        let mut err = None;
+        self.kv.scan(b"f/", false, None, &mut |k, v| {
+            match dec("flow", v) {
+                Ok(f) => out.push((String::from_utf8_lossy(&k[2..]).into_owned(), f)),
+                Err(e) => {
+                    err = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        err.map_or(Ok(out), Err)
+    }
+
+    fn idempotency(&self, task: &str, k: &str) -> Result<Option<(String, u64)>> {
+        let Some(v) = self.kv.get(&idem_key(task, k))? else {
+            return Ok(None);
+        };
+        if v.len() < 9 {
+            return Ok(None);
+        }
+        let (run, rest) = v.split_at(v.len() - 9);
+        let expires = u64::from_be_bytes(rest[1..9].try_into().unwrap_or_default());
+        Ok(Some((String::from_utf8_lossy(run).into_owned(), expires)))
     }
 
     fn token(&self, id: &str) -> Result<Option<TokenRecord>> {

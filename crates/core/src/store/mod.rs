@@ -48,6 +48,25 @@ pub enum Write {
         id: String,
         token: TokenRecord,
     },
+    DelStep {
+        run: String,
+        key: String,
+    },
+    /// The flow-control facts of a run that has not ended (restored on open).
+    PutFlow {
+        run: String,
+        flow: crate::flow::Flow,
+    },
+    DelFlow {
+        run: String,
+    },
+    /// An idempotency key of a task, naming its run until `expires_at`.
+    PutIdempotency {
+        task: String,
+        key: String,
+        run: String,
+        expires_at: u64,
+    },
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -79,6 +98,10 @@ pub trait Store: Send + Sync + 'static {
     /// Runs marked waiting on an event, a token or a child.
     fn waiting_runs(&self) -> Result<Vec<String>>;
     fn token(&self, id: &str) -> Result<Option<TokenRecord>>;
+    /// The flow-control facts of every run that has not ended.
+    fn flows(&self) -> Result<Vec<(String, crate::flow::Flow)>>;
+    /// The run an idempotency key names, with its expiry.
+    fn idempotency(&self, task: &str, key: &str) -> Result<Option<(String, u64)>>;
     /// Visits runs newest first, starting strictly before `before` (a run id) when given,
     /// until `visit` returns false.
     fn scan_runs(

@@ -1,0 +1,231 @@
+/**
+ * Task flow-control options (concurrency, throttle, rate limit, debounce, priority,
+ * idempotency, singleton, timeout, cancelOn): checked at `task()` time, turned into the
+ * core's policy, and — for the parts that depend on the payload — evaluated at trigger time
+ * into the strings the core stores (DESIGN §1.1: every `key` is a function of the payload).
+ */
+import { DurablyError, badOption } from './errors';
+import type { Duration } from './types';
+
+/** A key: a function of the payload (or a constant). */
+export type KeyFn<P> = ((payload: P) => string | number) | string;
+
+export interface FlowOptions<P> {
+  /** At most `limit` runs executing at once (per key). Parked runs hold no slot. */
+  concurrency?: { limit: number; key?: KeyFn<P> };
+  /** At most `limit` (+ `burst`) starts in any window of `period` (per key); excess waits, in order. */
+  throttle?: { limit: number; period: Duration; burst?: number; key?: KeyFn<P> };
+  /** At most `limit` triggers per `period` (per key); excess runs are recorded `skipped`. */
+  rateLimit?: { limit: number; period: Duration; key?: KeyFn<P> };
+  /** One run per quiet `period` (per key); `maxWait` bounds the postponement. */
+  debounce?: { period: Duration; key?: KeyFn<P>; maxWait?: Duration; mode?: 'trailing' | 'leading' };
+  /** Higher starts first among ready runs. */
+  priority?: number | ((payload: P) => number);
+  /** A second trigger with the same key (within `idempotencyKeyTTL`, default 30 days) returns the first run. */
+  idempotencyKey?: (payload: P) => string;
+  idempotencyKeyTTL?: Duration;
+  /** One active run per key: `'skip'` the new one, or `'cancel'` the active one. */
+  singleton?: { key?: KeyFn<P>; mode: 'skip' | 'cancel' };
+  /** `start`: cancelled if not started in time; `finish`: fails if running longer (retries included). */
+  timeout?: { start?: Duration; finish?: Duration };
+  /** Events that cancel the run: `match` compares a path of this run's event (or `{ data: payload }`) and the incoming one. */
+  cancelOn?: Array<{ event: string; match?: string; if?: string; timeout?: Duration }>;
+}
+
+/** The parts evaluated at trigger time. */
+export interface TaskFlow {
+  concurrencyKey?: KeyFn<unknown>;
+  throttleKey?: KeyFn<unknown>;
+  rateLimitKey?: KeyFn<unknown>;
+  debounceKey?: KeyFn<unknown>;
+  singletonKey?: KeyFn<unknown>;
+  idempotencyKey?: (payload: unknown) => string;
+  idempotencyKeyTTL?: number;
+  priority?: number | ((payload: unknown) => number);
+  cancelOn?: Array<{ event: string; match?: string; if?: string; timeoutMs?: number }>;
+}
+
+type ToMs = (option: string, value: Duration) => number;
+
+function limit(option: string, v: unknown): number {
+  if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > 1_000_000) {
+    throw badOption(option, `must be an integer from 1 to 1000000, got ${String(v)}`);
+  }
+  return v as number;
+}
+
+function keyFn(option: string, v: unknown): KeyFn<unknown> | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v === 'function' || typeof v === 'string') return v as KeyFn<unknown>;
+  throw badOption(option, 'must be a function of the payload, like (p) => p.accountId (or a constant string)');
+}
+
+function object(option: string, v: unknown): Record<string, unknown> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw badOption(option, 'must be an object');
+  return v as Record<string, unknown>;
+}
+
+function period(option: string, v: unknown, toMs: ToMs): number {
+  const ms = toMs(option, v as Duration);
+  if (ms <= 0) throw new DurablyError('E_BAD_DURATION', `option \`${option}\`: must be longer than 0`, { option });
+  return ms;
+}
+
+/** Checks the flow options of a task: the core's policy fields, and the trigger-time parts. */
+export function parseFlow(opts: FlowOptions<unknown>, toMs: ToMs, checkExpression: (option: string, src: string) => void): { policy: Record<string, unknown>; flow: TaskFlow; onFailure: boolean } {
+  const policy: Record<string, unknown> = {};
+  const flow: TaskFlow = {};
+  if (opts.concurrency !== undefined) {
+    const c = object('concurrency', opts.concurrency);
+    policy.concurrency = { limit: limit('concurrency.limit', c.limit) };
+    flow.concurrencyKey = keyFn('concurrency.key', c.key);
+  }
+  if (opts.throttle !== undefined) {
+    const t = object('throttle', opts.throttle);
+    const burst = t.burst === undefined ? 0 : t.burst;
+    if (!Number.isInteger(burst) || (burst as number) < 0) throw badOption('throttle.burst', 'must be an integer >= 0');
+    policy.throttle = { limit: limit('throttle.limit', t.limit), periodMs: period('throttle.period', t.period, toMs), burst };
+    flow.throttleKey = keyFn('throttle.key', t.key);
+  }
+  if (opts.rateLimit !== undefined) {
+    const r = object('rateLimit', opts.rateLimit);
+    policy.rateLimit = { limit: limit('rateLimit.limit', r.limit), periodMs: period('rateLimit.period', r.period, toMs) };
+    flow.rateLimitKey = keyFn('rateLimit.key', r.key);
+  }
+  if (opts.debounce !== undefined) {
+    const d = object('debounce', opts.debounce);
+    const mode = d.mode ?? 'trailing';
+    if (mode !== 'trailing' && mode !== 'leading') throw badOption('debounce.mode', "must be 'trailing' or 'leading'");
+    const periodMs = period('debounce.period', d.period, toMs);
+    const maxWaitMs = d.maxWait === undefined ? undefined : period('debounce.maxWait', d.maxWait, toMs);
+    if (maxWaitMs !== undefined && maxWaitMs < periodMs) throw badOption('debounce.maxWait', 'must be at least debounce.period');
+    policy.debounce = { periodMs, maxWaitMs, mode };
+    flow.debounceKey = keyFn('debounce.key', d.key);
+  }
+  if (opts.singleton !== undefined) {
+    const sg = object('singleton', opts.singleton);
+    if (sg.mode !== 'skip' && sg.mode !== 'cancel') throw badOption('singleton.mode', "must be 'skip' or 'cancel'");
+    policy.singleton = { mode: sg.mode };
+    flow.singletonKey = keyFn('singleton.key', sg.key) ?? '';
+  }
+  if (opts.timeout !== undefined) {
+    const t = object('timeout', opts.timeout);
+    policy.timeout = {
+      startMs: t.start === undefined ? undefined : period('timeout.start', t.start, toMs),
+      finishMs: t.finish === undefined ? undefined : period('timeout.finish', t.finish, toMs),
+    };
+  }
+  if (opts.priority !== undefined) {
+    if (typeof opts.priority !== 'function' && !Number.isInteger(opts.priority)) throw badOption('priority', 'must be an integer or a function of the payload');
+    flow.priority = opts.priority as TaskFlow['priority'];
+  }
+  if (opts.idempotencyKey !== undefined) {
+    if (typeof opts.idempotencyKey !== 'function') throw badOption('idempotencyKey', 'must be a function of the payload returning a string');
+    flow.idempotencyKey = opts.idempotencyKey as (p: unknown) => string;
+  }
+  if (opts.idempotencyKeyTTL !== undefined) flow.idempotencyKeyTTL = period('idempotencyKeyTTL', opts.idempotencyKeyTTL, toMs);
+  if (opts.cancelOn !== undefined) {
+    if (!Array.isArray(opts.cancelOn)) throw badOption('cancelOn', "must be a list like [{ event: 'user/deleted', match: 'data.userId' }]");
+    flow.cancelOn = opts.cancelOn.map((c, i) => {
+      const o = object(`cancelOn[${i}]`, c);
+      if (typeof o.event !== 'string' || o.event.length === 0) throw badOption(`cancelOn[${i}].event`, 'needs an event name');
+      if (o.match !== undefined && (typeof o.match !== 'string' || o.match.length === 0)) throw badOption(`cancelOn[${i}].match`, "must be a path like 'data.userId'");
+      if (o.if !== undefined) {
+        if (typeof o.if !== 'string') throw badOption(`cancelOn[${i}].if`, 'must be an expression string');
+        checkExpression(`cancelOn[${i}].if`, o.if);
+      }
+      return {
+        event: o.event,
+        match: o.match as string | undefined,
+        if: o.if as string | undefined,
+        timeoutMs: o.timeout === undefined ? undefined : period(`cancelOn[${i}].timeout`, o.timeout, toMs),
+      };
+    });
+  }
+  return { policy, flow, onFailure: false };
+}
+
+function evalKey(option: string, k: KeyFn<unknown> | undefined, payload: unknown): string | undefined {
+  if (k === undefined) return undefined;
+  if (typeof k === 'string') return k;
+  let v: unknown;
+  try {
+    v = k(payload);
+  } catch (e) {
+    throw new DurablyError('E_BAD_OPTION', `option \`${option}\`: the key function threw: ${(e as Error)?.message ?? String(e)}`, { option, cause: e });
+  }
+  if (typeof v !== 'string' && typeof v !== 'number') {
+    throw new DurablyError('E_BAD_OPTION', `option \`${option}\`: the key function must return a string or a number, got ${v === null ? 'null' : typeof v}`, { option });
+  }
+  return String(v);
+}
+
+function lookupPath(root: unknown, path: string): unknown {
+  let v: unknown = root;
+  for (const seg of path.split('.')) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string, unknown>)[seg];
+  }
+  return v;
+}
+
+export interface TriggerFlowOptions {
+  idempotencyKey?: string;
+  idempotencyKeyTTL?: Duration;
+  priority?: number;
+  concurrencyKey?: string;
+  ttl?: Duration;
+}
+
+/**
+ * The flow keys of one trigger as JSON members (`,"priority":1,…`, or ''), from the task's
+ * key functions over the payload (its own event being `own`) and the trigger's options.
+ */
+export function flowMembers(flow: TaskFlow | undefined, payload: unknown, own: unknown, opts: TriggerFlowOptions | undefined, now: () => number, toMs: ToMs): string {
+  let out = '';
+  const add = (name: string, v: unknown) => {
+    if (v !== undefined) out += `,${JSON.stringify(name)}:${JSON.stringify(v)}`;
+  };
+  if (flow) {
+    add('concurrencyKey', opts?.concurrencyKey ?? evalKey('concurrency.key', flow.concurrencyKey, payload));
+    add('throttleKey', evalKey('throttle.key', flow.throttleKey, payload));
+    add('rateLimitKey', evalKey('rateLimit.key', flow.rateLimitKey, payload));
+    add('debounceKey', evalKey('debounce.key', flow.debounceKey, payload));
+    add('singletonKey', evalKey('singleton.key', flow.singletonKey, payload));
+    if (opts?.idempotencyKey === undefined && flow.idempotencyKey) add('idempotencyKey', evalKey('idempotencyKey', flow.idempotencyKey, payload));
+    if (opts?.idempotencyKeyTTL === undefined) add('idempotencyTtlMs', flow.idempotencyKeyTTL);
+    if (opts?.priority === undefined && flow.priority !== undefined) {
+      const p = typeof flow.priority === 'function' ? flow.priority(payload) : flow.priority;
+      if (!Number.isInteger(p)) throw badOption('priority', `must be an integer, got ${String(p)}`);
+      add('priority', Math.max(-1_000_000, Math.min(1_000_000, p)));
+    }
+    if (flow.cancelOn) {
+      const at = now();
+      const list = flow.cancelOn.map((c) => ({
+        event: c.event,
+        ...(c.match !== undefined ? { path: c.match, value: JSON.stringify(lookupPath(own, c.match) ?? null) } : {}),
+        ...(c.if !== undefined ? { if: c.if } : {}),
+        ...(c.timeoutMs !== undefined ? { until: at + c.timeoutMs } : {}),
+      }));
+      add('cancelOn', list);
+    }
+  } else if (opts?.concurrencyKey !== undefined) {
+    add('concurrencyKey', opts.concurrencyKey);
+  }
+  if (opts) {
+    if (opts.idempotencyKey !== undefined) {
+      if (typeof opts.idempotencyKey !== 'string' || opts.idempotencyKey.length === 0 || opts.idempotencyKey.length > 256) {
+        throw badOption('idempotencyKey', 'must be a string of 1 to 256 characters');
+      }
+      add('idempotencyKey', opts.idempotencyKey);
+    }
+    if (opts.idempotencyKeyTTL !== undefined) add('idempotencyTtlMs', toMs('idempotencyKeyTTL', opts.idempotencyKeyTTL));
+    if (opts.priority !== undefined) {
+      if (!Number.isInteger(opts.priority)) throw badOption('priority', 'must be an integer');
+      add('priority', Math.max(-1_000_000, Math.min(1_000_000, opts.priority)));
+    }
+    if (opts.concurrencyKey !== undefined && typeof opts.concurrencyKey !== 'string') throw badOption('concurrencyKey', 'must be a string');
+    if (opts.ttl !== undefined) add('ttlMs', toMs('ttl', opts.ttl));
+  }
+  return out;
+}
