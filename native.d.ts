@@ -34,6 +34,14 @@ export declare class NativeEngine {
   cancel(id: string): Promise<boolean>
   /** Starts a new run with the same task and payload; resolves with its id. */
   replay(id: string): Promise<string>
+  /** Creates or updates (same task + externalId) a schedule; resolves with it (JSON). */
+  createSchedule(json: string): Promise<string>
+  /** Every schedule (of one task when given), as JSON. */
+  listSchedules(task?: string | undefined | null): string
+  /** Deletes a schedule; resolves with false if there was none with this id. */
+  deleteSchedule(id: string): Promise<boolean>
+  /** Resolves once every write queued so far is durable and applied. */
+  flush(): Promise<void>
   /** Re-opens a failed run from its failed step. */
   retry(id: string): Promise<void>
   /** Applies a JSON array of ops; resolves once they are durable. */

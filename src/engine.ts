@@ -20,6 +20,8 @@ import { toJson } from './json';
 import type {
   ConfigureOptions,
   FailureInfo,
+  Schedule,
+  ScheduleInput,
   DurablyEvent,
   EventInput,
   OnOption,
@@ -215,6 +217,21 @@ interface PendingGroup {
 }
 
 const never = new Promise<never>(() => {});
+
+function scheduleOut(r: Record<string, unknown>): Schedule {
+  const out: Schedule = {
+    id: r.id as string,
+    task: r.task as string,
+    cron: r.cron as string,
+    tz: r.tz as string,
+    nextTick: new Date(r.nextTick as number),
+    fromTask: r.fromTask === true,
+  };
+  if (r.externalId !== undefined) out.externalId = r.externalId as string;
+  if (r.payload !== undefined) out.payload = r.payload;
+  if (typeof r.lastTick === 'number') out.lastTick = new Date(r.lastTick);
+  return out;
+}
 
 function dates<T extends Record<string, unknown>>(v: T): T {
   for (const k of ['createdAt', 'startedAt', 'endedAt', 'readyAt', 'wakeAt']) {
@@ -499,6 +516,33 @@ export class Engine {
     return this.handle(newId, run?.taskId ?? '');
   }
 
+  async createSchedule(input: ScheduleInput): Promise<Schedule> {
+    if (input === null || typeof input !== 'object') throw badOption('schedules.create', 'takes { task, cron, tz?, externalId?, payload? }');
+    const task = typeof input.task === 'string' ? input.task : input.task?.id;
+    if (typeof task !== 'string' || task.length === 0) throw badOption('task', 'schedules.create needs the task (or its id) to run');
+    if (typeof input.cron !== 'string') throw badOption('cron', "must be a cron pattern like '0 9 * * MON'");
+    if (input.tz !== undefined && typeof input.tz !== 'string') throw badOption('tz', "must be an IANA time zone like 'Europe/Paris'");
+    if (input.externalId !== undefined && (typeof input.externalId !== 'string' || input.externalId.length === 0)) throw badOption('externalId', 'must be a non-empty string');
+    let text = `{"task":${JSON.stringify(task)},"cron":${JSON.stringify(input.cron)}`;
+    if (input.tz !== undefined) text += `,"tz":${JSON.stringify(input.tz)}`;
+    if (input.externalId !== undefined) text += `,"externalId":${JSON.stringify(input.externalId)}`;
+    if (input.payload !== undefined) text += `,"payload":${toJson(input.payload, 'the schedule payload', this.config.maxPayloadBytes)}`;
+    text += '}';
+    const rec = await this.nativeCall((nat) => nat.createSchedule(text));
+    return scheduleOut(JSON.parse(rec));
+  }
+
+  listSchedules(opts?: { task?: string | { id: string } }): Schedule[] {
+    const task = opts?.task === undefined ? undefined : typeof opts.task === 'string' ? opts.task : opts.task.id;
+    const nat = this.open();
+    return (JSON.parse(native(() => nat.listSchedules(task))) as Record<string, unknown>[]).map(scheduleOut);
+  }
+
+  async deleteSchedule(id: string): Promise<boolean> {
+    if (typeof id !== 'string' || id.length === 0) throw badOption('id', 'schedules.delete(id) takes a schedule id');
+    return this.nativeCall((nat) => nat.deleteSchedule(id));
+  }
+
   async retry(id: string): Promise<void> {
     if (typeof id !== 'string' || id.length === 0) throw badOption('id', 'runs.retry(id) takes a run id string');
     await this.nativeCall((nat) => nat.retry(id));
@@ -668,8 +712,13 @@ export class Engine {
   /** No run ready or executing, nothing waiting for the disk (testing helper). */
   quiet(): boolean {
     if (this.inflight !== 0 || this.unacked !== 0 || this.triggerQueue.length !== 0 || this.sendQueue.length !== 0 || !this.nat) return false;
-    const s = JSON.parse(this.nat.stats()) as { ready: number; running: number };
-    return s.ready === 0 && s.running === 0;
+    const s = JSON.parse(this.nat.stats()) as { ready: number; running: number; controlDue: boolean };
+    return s.ready === 0 && s.running === 0 && !s.controlDue;
+  }
+
+  /** Resolves once every write queued so far is applied (what it started is claimable). */
+  async flush(): Promise<void> {
+    await this.nativeCall((nat) => nat.flush());
   }
 
   advanceClock(ms: number): void {

@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'E_DATA_DIR_LOCKED'
   | 'E_BAD_DURATION'
   | 'E_BAD_OPTION'
+  | 'E_BAD_CRON'
   | 'E_RUN_NOT_FOUND'
   | 'E_ILLEGAL_TRANSITION'
   | 'E_SCHEMA_TOO_NEW'

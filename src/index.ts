@@ -14,7 +14,7 @@
 import { Engine, checkExpression, policyJson, resolveConfig, toMs, validateTaskId, type TaskDef } from './engine';
 import { parseFlow } from './flow';
 import { DurablyError, badOption } from './errors';
-import type { ConfigureOptions, EventInput, ListRunsOptions, Run, RunHandle, RunList, ShutdownOptions, Stats, Task, TaskOptions, Token, TriggerOptions } from './types';
+import type { ConfigureOptions, EventInput, ListRunsOptions, Run, RunHandle, RunList, Schedule, ScheduleInput, ShutdownOptions, Stats, Task, TaskOptions, Token, TriggerOptions } from './types';
 
 export * from './types';
 export { DurablyError, NonRetriableError, RetryAfterError } from './errors';
@@ -36,13 +36,20 @@ export function defineTask<P, O>(getEngine: () => Engine, opts: TaskOptions<P, O
   if (opts === null || typeof opts !== 'object') throw badOption('task', 'task() takes an options object: task({ id, run })');
   const id = validateTaskId(opts.id);
   if (typeof opts.run !== 'function') throw badOption('run', `task "${id}" needs a run function: task({ id, run: async (payload, { step }) => … })`);
-  const known = ['id', 'run', 'retry', 'on', 'concurrency', 'throttle', 'rateLimit', 'debounce', 'priority', 'idempotencyKey', 'idempotencyKeyTTL', 'singleton', 'timeout', 'cancelOn', 'onFailure'];
+  const known = ['id', 'run', 'retry', 'on', 'schedule', 'concurrency', 'throttle', 'rateLimit', 'debounce', 'priority', 'idempotencyKey', 'idempotencyKeyTTL', 'singleton', 'timeout', 'cancelOn', 'onFailure'];
   for (const k of Object.keys(opts)) {
     if (!known.includes(k)) throw badOption(k, `unknown task option; known options are ${known.join(', ')}`);
   }
   if (opts.onFailure !== undefined && typeof opts.onFailure !== 'function') throw badOption('onFailure', 'must be a function (payload, { error, runId, ctx }) => …');
   const { policy: flowPolicy, flow } = parseFlow(opts as TaskOptions<unknown, unknown>, toMs, checkExpression);
-  const policy = policyJson(opts.retry, opts.on, { ...flowPolicy, onFailure: opts.onFailure !== undefined });
+  let schedule: { cron: string; tz: string } | undefined;
+  if (opts.schedule !== undefined) {
+    const sc = typeof opts.schedule === 'string' ? { cron: opts.schedule } : opts.schedule;
+    if (sc === null || typeof sc !== 'object' || typeof sc.cron !== 'string') throw badOption('schedule', "must be a cron pattern like '0 9 * * MON' or { cron, tz }");
+    if (sc.tz !== undefined && typeof sc.tz !== 'string') throw badOption('schedule.tz', "must be an IANA time zone like 'Europe/Paris'");
+    schedule = { cron: sc.cron, tz: sc.tz ?? 'UTC' };
+  }
+  const policy = policyJson(opts.retry, opts.on, { ...flowPolicy, onFailure: opts.onFailure !== undefined, ...(schedule ? { schedule } : {}) });
   const on = opts.on === undefined ? undefined : (Array.isArray(opts.on) ? opts.on : [opts.on]).map((o) => (typeof o === 'string' ? o : o.event));
   getEngine().register({
     id,
@@ -148,6 +155,24 @@ export const tokens = {
    */
   async complete(token: string | Token, data?: unknown): Promise<{ resumed: boolean }> {
     return engine().completeToken(token, data ?? null);
+  },
+};
+
+export const schedules = {
+  /**
+   * Creates a schedule (per user, per account …): runs `task` on `cron` in `tz`. Creating
+   * again with the same task and `externalId` updates it.
+   */
+  async create(input: ScheduleInput): Promise<Schedule> {
+    return engine().createSchedule(input);
+  },
+  /** Every schedule (those of task options included), or those of one task. */
+  async list(opts?: { task?: string | { id: string } }): Promise<Schedule[]> {
+    return engine().listSchedules(opts);
+  },
+  /** Deletes a schedule; resolves with false if there was none with this id. */
+  async delete(id: string): Promise<boolean> {
+    return engine().deleteSchedule(id);
   },
 };
 

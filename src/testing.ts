@@ -13,7 +13,7 @@
  */
 import { Engine, resolveConfig, toMs, toTime } from './engine';
 import { defineTask } from './index';
-import type { Duration, EventInput, ListRunsOptions, Run, RunHandle, RunList, Task, TaskOptions, Token, TriggerOptions } from './types';
+import type { Duration, EventInput, ListRunsOptions, Run, RunHandle, RunList, Schedule, ScheduleInput, Task, TaskOptions, Token, TriggerOptions } from './types';
 
 export interface TestEngineOptions {
   /** The manual clock's start (default: the real time when created). */
@@ -35,6 +35,11 @@ export interface TestEngine {
     retry(id: string): Promise<void>;
   };
   tokens: { complete(token: string | Token, data?: unknown): Promise<{ resumed: boolean }> };
+  schedules: {
+    create(input: ScheduleInput): Promise<Schedule>;
+    list(opts?: { task?: string | { id: string } }): Promise<Schedule[]>;
+    delete(id: string): Promise<boolean>;
+  };
   /** Moves the clock forward, runs everything that became due, resolves when idle. */
   advance(duration: Duration): Promise<void>;
   /** Sets the clock (backwards too), runs what is due, resolves when idle. */
@@ -58,13 +63,16 @@ export function createTestEngine(opts: TestEngineOptions = {}): TestEngine {
     await ensure();
     engine.open();
     for (;;) {
-      // Let claims, runs and reports move; idle is two quiet looks in a row.
+      // Let claims, runs and reports move, and the writer apply what they decided (a
+      // schedule's run, a requeue); idle is two quiet looks in a row.
       await new Promise((r) => setImmediate(r));
+      await engine.flush();
       if (!engine.quiet()) {
         await engine.whenIdle();
         continue;
       }
       await new Promise((r) => setImmediate(r));
+      await engine.flush();
       if (engine.quiet()) return;
     }
   };
@@ -103,6 +111,20 @@ export function createTestEngine(opts: TestEngineOptions = {}): TestEngine {
       async complete(token, data) {
         await ensure();
         return engine.completeToken(token, data ?? null);
+      },
+    },
+    schedules: {
+      async create(input) {
+        await ensure();
+        return engine.createSchedule(input);
+      },
+      async list(o) {
+        await ensure();
+        return engine.listSchedules(o);
+      },
+      async delete(id) {
+        await ensure();
+        return engine.deleteSchedule(id);
       },
     },
     async advance(duration) {

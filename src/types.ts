@@ -185,6 +185,12 @@ export interface TaskOptions<P, O> extends FlowOptions<P> {
   id: string;
   run: (payload: P, ctx: TaskContext) => O | Promise<O>;
   retry?: RetryOptions;
+  /**
+   * Runs on a clock: a cron pattern (5 fields, or 6 with seconds first) in UTC, or
+   * `{ cron, tz }` with an IANA zone. The payload is `{ timestamp, lastTimestamp, scheduleId }`
+   * (ISO strings). After downtime a missed tick fires once.
+   */
+  schedule?: string | { cron: string; tz?: string };
   /** Called once (durably, as a run of its own) after a run of this task failed for good. */
   onFailure?: (payload: P, info: FailureInfo) => unknown;
   /** Start a run (with `payload = event.data`) for every matching event sent with `send()`. */
@@ -273,6 +279,42 @@ export interface ConfigureOptions {
   maxPayloadBytes?: number;
   /** sled's page cache (default 64 MiB). */
   cacheBytes?: number;
+}
+
+/** The payload of a run started by a schedule that has no payload of its own. */
+export interface ScheduledPayload {
+  /** The tick, as an ISO string. */
+  timestamp: string;
+  /** The tick before it, if any. */
+  lastTimestamp: string | null;
+  scheduleId: string;
+  externalId?: string | null;
+}
+
+export interface ScheduleInput {
+  /** The task (or its id) to run. */
+  task: string | { id: string };
+  cron: string;
+  /** IANA time zone (default 'UTC'). */
+  tz?: string;
+  /** Your id for it (a user id …): creating again with the same task and externalId updates it. */
+  externalId?: string;
+  /** The runs' payload (default: a `ScheduledPayload`). */
+  payload?: unknown;
+}
+
+export interface Schedule {
+  id: string;
+  task: string;
+  cron: string;
+  tz: string;
+  externalId?: string;
+  payload?: unknown;
+  /** The tick fired last. */
+  lastTick?: Date;
+  nextTick: Date;
+  /** From a task's `schedule` option. */
+  fromTask: boolean;
 }
 
 export interface ShutdownOptions {

@@ -430,10 +430,8 @@ impl Engine {
     pub(crate) fn next_control_wake(s: &Sched) -> Option<u64> {
         let a = s.flow.throttle_timers.peek().map(|Reverse((at, _))| *at);
         let b = s.deadlines.peek().map(|Reverse((at, _, _))| *at);
-        match (a, b) {
-            (Some(x), Some(y)) => Some(x.min(y)),
-            (x, y) => x.or(y),
-        }
+        let c = s.schedule_timers.peek().map(|Reverse((at, _))| *at);
+        [a, b, c].into_iter().flatten().min()
     }
 
     /// Applies due `timeout.start` / `timeout.finish` deadlines.

@@ -93,6 +93,8 @@ pub struct TaskPolicy {
     /// `onFailure` run of the task.
     #[serde(default)]
     pub on_failure: bool,
+    #[serde(default)]
+    pub schedule: Option<crate::schedule::ScheduleSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -551,6 +553,8 @@ pub struct Stats {
     pub waiting: usize,
     pub waiting_for_task: usize,
     pub next_wake_at: Option<u64>,
+    /// A schedule tick, deadline or throttle release is due (the scheduler will act on it).
+    pub control_due: bool,
 }
 
 pub(crate) struct RunningRun {
@@ -608,6 +612,9 @@ pub(crate) struct Sched {
     pub abort: Vec<String>,
     /// `cancelOn` subscriptions of runs that have not ended.
     pub cancels: crate::waits::CancelIndex,
+    /// Schedules by id, and their next ticks.
+    pub(crate) schedules: HashMap<String, crate::schedule::Live>,
+    pub(crate) schedule_timers: BinaryHeap<Reverse<(u64, String)>>,
     /// Idempotency keys decided but not yet applied.
     pub(crate) pending_idem: HashMap<(String, String), (String, u64)>,
     /// The live queue entry of each run that has one; heap entries that differ are stale.
@@ -787,6 +794,12 @@ impl Engine {
         for e in recovered {
             sched.schedule(e, now);
         }
+        for rec in store.schedules()? {
+            match crate::schedule::Pattern::parse("schedule", &rec.cron, &rec.tz) {
+                Ok(p) => sched.add_schedule(rec, p),
+                Err(e) => tracing::warn!("durably: schedule {} ignored: {e}", rec.id),
+            }
+        }
         let writer = Writer::start(
             store.clone(),
             opts.durability,
@@ -857,6 +870,7 @@ impl Engine {
         for (name, cond) in compiled {
             s.subs.entry(name).or_default().push((id.to_string(), cond));
         }
+        let schedule_writes = self.sync_task_schedule(&mut s, id, policy.schedule.as_ref(), now)?;
         s.tasks.insert(id.to_string(), policy);
         if let Some(parked) = s.parked.remove(id) {
             for e in parked {
@@ -864,6 +878,9 @@ impl Engine {
             }
         }
         drop(s);
+        if !schedule_writes.is_empty() {
+            self.inner.writer.submit(schedule_writes, Box::new(|_| {}));
+        }
         self.inner.work.notify_one();
         Ok(())
     }
@@ -1133,6 +1150,12 @@ impl Engine {
         }
     }
 
+    /// Resolves once every write queued so far is durable and its effects applied (runs it
+    /// created are claimable).
+    pub async fn flush(&self) -> Result<()> {
+        self.commit(Vec::new(), |_| {}).await
+    }
+
     /// Hands out up to `max` runs that are due now, without waiting (may be empty).
     pub fn try_claim(&self, max: usize) -> Result<Vec<Claimed>> {
         self.check_open()?;
@@ -1164,6 +1187,13 @@ impl Engine {
                     .is_some_and(|Reverse((at, _, _))| *at <= now)
                 {
                     self.run_deadlines(&mut s, &*store, now, &mut cleanup, &mut after)?;
+                    after.new_runs.append(&mut s.deferred);
+                }
+                if s.schedule_timers
+                    .peek()
+                    .is_some_and(|Reverse((at, _))| *at <= now)
+                {
+                    self.run_schedules(&mut s, &*store, now, &mut cleanup, &mut after)?;
                     after.new_runs.append(&mut s.deferred);
                 }
                 self.release_throttled(&mut s, now);
@@ -2047,6 +2077,7 @@ impl Engine {
             waiting: s.waiting.values().filter(|w| w.indexed()).count(),
             waiting_for_task: s.parked.values().map(Vec::len).sum(),
             next_wake_at: s.timers.peek().map(Timer::at),
+            control_due: Self::next_control_wake(&s).is_some_and(|at| at <= now),
         })
     }
 
@@ -2166,6 +2197,9 @@ pub fn validate_policy(p: &TaskPolicy) -> Result<Vec<(String, Option<expr::Expr>
                 "must be at least debounce.period",
             ));
         }
+    }
+    if let Some(sc) = &p.schedule {
+        crate::schedule::Pattern::parse("schedule", &sc.cron, &sc.tz)?;
     }
     let mut subs = Vec::new();
     let mut seen = HashSet::new();

@@ -31,6 +31,9 @@ pub enum Error {
     #[error("option `{option}`: {reason}")]
     BadOption { option: String, reason: String },
 
+    #[error("option `{option}`: {reason}")]
+    BadCron { option: String, reason: String },
+
     #[error("no run with id \"{id}\" exists in this store")]
     RunNotFound { id: String },
 
@@ -70,6 +73,7 @@ impl Error {
             Error::DataDirLocked { .. } => "E_DATA_DIR_LOCKED",
             Error::BadDuration { .. } => "E_BAD_DURATION",
             Error::BadOption { .. } => "E_BAD_OPTION",
+            Error::BadCron { .. } => "E_BAD_CRON",
             Error::RunNotFound { .. } => "E_RUN_NOT_FOUND",
             Error::IllegalTransition { .. } => "E_ILLEGAL_TRANSITION",
             Error::SchemaTooNew { .. } => "E_SCHEMA_TOO_NEW",
@@ -88,6 +92,7 @@ impl Error {
         "E_DATA_DIR_LOCKED",
         "E_BAD_DURATION",
         "E_BAD_OPTION",
+        "E_BAD_CRON",
         "E_RUN_NOT_FOUND",
         "E_ILLEGAL_TRANSITION",
         "E_SCHEMA_TOO_NEW",

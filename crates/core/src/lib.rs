@@ -10,6 +10,7 @@ pub mod expr;
 pub mod flow;
 pub mod model;
 pub mod retry;
+pub mod schedule;
 pub mod state;
 pub mod store;
 pub mod waits;

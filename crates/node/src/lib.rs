@@ -233,6 +233,37 @@ impl NativeEngine {
         self.engine.replay(&id).await.map_err(js_err)
     }
 
+    /// Creates or updates (same task + externalId) a schedule; resolves with it (JSON).
+    #[napi]
+    pub async fn create_schedule(&self, json: String) -> Result<String> {
+        let input: durably_core::schedule::ScheduleIn =
+            serde_json::from_str(&json).map_err(|e| bad_json("schedule", e))?;
+        to_json(&self.engine.create_schedule(input).await.map_err(js_err)?)
+    }
+
+    /// Every schedule (of one task when given), as JSON.
+    #[napi(catch_unwind)]
+    pub fn list_schedules(&self, task: Option<String>) -> Result<String> {
+        to_json(
+            &self
+                .engine
+                .list_schedules(task.as_deref())
+                .map_err(js_err)?,
+        )
+    }
+
+    /// Deletes a schedule; resolves with false if there was none with this id.
+    #[napi]
+    pub async fn delete_schedule(&self, id: String) -> Result<bool> {
+        self.engine.delete_schedule(&id).await.map_err(js_err)
+    }
+
+    /// Resolves once every write queued so far is durable and applied.
+    #[napi]
+    pub async fn flush(&self) -> Result<()> {
+        self.engine.flush().await.map_err(js_err)
+    }
+
     /// Re-opens a failed run from its failed step.
     #[napi]
     pub async fn retry(&self, id: String) -> Result<()> {

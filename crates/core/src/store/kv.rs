@@ -12,6 +12,7 @@
 //! | `w/{run id}`                     | empty: the run waits on an event, token or child |
 //! | `k/{token id}`                   | `TokenRecord` JSON         |
 //! | `f/{run id}`                     | `Flow` JSON (runs not ended) |
+//! | `c/{schedule id}`                | `ScheduleRecord` JSON      |
 //! | `i/{task}\0{key}`                | `{run id}\0{expires_at u64 BE}` |
 //!
 //! Run ids are ULID-based and sort by creation time, so a reverse scan of `r/` lists runs
@@ -152,6 +153,8 @@ impl<K: Kv> Store for KvStore<K> {
                 Write::DelStep { run, key: k } => (step_key(run, k), None),
                 Write::PutFlow { run, flow } => (key("f/", run), Some(enc(flow)?)),
                 Write::DelFlow { run } => (key("f/", run), None),
+                Write::PutSchedule(sc) => (key("c/", &sc.id), Some(enc(sc)?)),
+                Write::DelSchedule { id } => (key("c/", id), None),
                 Write::PutIdempotency {
                     task,
                     key: k,
@@ -270,6 +273,22 @@ impl<K: Kv> Store for KvStore<K> {
             true
         })?;
         Ok(out)
+    }
+
+    fn schedules(&self) -> Result<Vec<crate::schedule::ScheduleRecord>> {
+        let mut out = Vec::new();
+        let mut err = None;
+        self.kv.scan(b"c/", false, None, &mut |_, v| {
+            match dec("schedule", v) {
+                Ok(sc) => out.push(sc),
+                Err(e) => {
+                    err = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        err.map_or(Ok(out), Err)
     }
 
     fn flows(&self) -> Result<Vec<(String, crate::flow::Flow)>> {

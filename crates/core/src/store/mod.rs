@@ -67,6 +67,10 @@ pub enum Write {
         run: String,
         expires_at: u64,
     },
+    PutSchedule(crate::schedule::ScheduleRecord),
+    DelSchedule {
+        id: String,
+    },
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -98,6 +102,8 @@ pub trait Store: Send + Sync + 'static {
     /// Runs marked waiting on an event, a token or a child.
     fn waiting_runs(&self) -> Result<Vec<String>>;
     fn token(&self, id: &str) -> Result<Option<TokenRecord>>;
+    /// Every schedule.
+    fn schedules(&self) -> Result<Vec<crate::schedule::ScheduleRecord>>;
     /// The flow-control facts of every run that has not ended.
     fn flows(&self) -> Result<Vec<(String, crate::flow::Flow)>>;
     /// The run an idempotency key names, with its expiry.

@@ -1,0 +1,393 @@
+//! Schedules: cron patterns with an IANA time zone (DESIGN §3.6). A static schedule comes
+//! from a task's `schedule` option (id `task:<task id>`); dynamic ones from
+//! `schedules.create` (with an `externalId` and their own payload).
+//!
+//! Each schedule stores when it last fired and when it fires next. After downtime, a
+//! schedule whose next tick passed fires once (not once per missed tick), then moves to
+//! the first tick after now. The next tick is always strictly after the last one fired, so
+//! a clock moving backwards never fires a tick twice. Patterns are 5 fields (minute …
+//! weekday) or 6 with seconds first; DST is handled by evaluating in the zone (a skipped
+//! local time fires at the next valid time, a repeated one once).
+
+use crate::error::{Error, Result};
+use crate::model::Json;
+use chrono::{TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds, Year};
+use croner::Cron;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleRecord {
+    pub id: String,
+    pub task: String,
+    pub cron: String,
+    pub tz: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Json>,
+    /// The tick fired last (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_tick: Option<u64>,
+    /// The next tick to fire.
+    pub next_tick: u64,
+    /// From a task's `schedule` option (replaced when the task's definition changes).
+    #[serde(default)]
+    pub from_task: bool,
+    pub created_at: u64,
+}
+
+/// A parsed pattern in its zone.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    cron: Cron,
+    tz: Tz,
+}
+
+impl Pattern {
+    /// Parses `cron` in zone `tz` (IANA name; default UTC). Errors name `option`.
+    pub fn parse(option: &str, cron: &str, tz: &str) -> Result<Pattern> {
+        let parsed = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .year(Year::Disallowed)
+            .build()
+            .parse(cron)
+            .map_err(|e| Error::BadCron {
+                option: option.to_string(),
+                reason: format!("{cron:?} is not a cron pattern ({e}); write 5 fields like '0 9 * * MON' (minute hour day month weekday), or 6 with seconds first"),
+            })?;
+        let zone: Tz = tz.parse().map_err(|_| Error::BadOption {
+            option: format!("{option}.tz"),
+            reason: format!("{tz:?} is not an IANA time zone; use a name like 'Europe/Paris' or 'America/New_York'"),
+        })?;
+        Ok(Pattern {
+            cron: parsed,
+            tz: zone,
+        })
+    }
+
+    /// The last tick at or before `at_ms`.
+    pub fn last_at_or_before(&self, at_ms: u64) -> Option<u64> {
+        let at = Utc
+            .timestamp_millis_opt(at_ms as i64)
+            .single()?
+            .with_timezone(&self.tz);
+        let prev = self.cron.find_previous_occurrence(&at, true).ok()?;
+        u64::try_from(prev.timestamp_millis()).ok()
+    }
+
+    /// The first tick strictly after `after_ms`.
+    pub fn next_after(&self, after_ms: u64) -> Option<u64> {
+        let at = Utc
+            .timestamp_millis_opt(after_ms as i64)
+            .single()?
+            .with_timezone(&self.tz);
+        let next = self.cron.find_next_occurrence(&at, false).ok()?;
+        u64::try_from(next.timestamp_millis()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> u64 {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis() as u64
+    }
+
+    #[test]
+    fn weekly_pattern_in_a_zone() {
+        let p = Pattern::parse("schedule", "0 9 * * MON", "Europe/Paris").unwrap();
+        // Sunday 2026-03-01 12:00 UTC → Monday 09:00 Paris (UTC+1) = 08:00 UTC
+        assert_eq!(
+            p.next_after(ms("2026-03-01T12:00:00Z")),
+            Some(ms("2026-03-02T08:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn daily_tick_follows_the_zone_across_a_dst_change() {
+        // Paris switches to summer time on 2026-03-29 (02:00 → 03:00).
+        let p = Pattern::parse("schedule", "30 8 * * *", "Europe/Paris").unwrap();
+        assert_eq!(
+            p.next_after(ms("2026-03-28T12:00:00Z")),
+            Some(ms("2026-03-29T06:30:00Z"))
+        );
+        assert_eq!(
+            p.next_after(ms("2026-03-27T12:00:00Z")),
+            Some(ms("2026-03-28T07:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_local_time_skipped_by_dst_still_fires_once_that_day() {
+        let p = Pattern::parse("schedule", "30 2 * * *", "Europe/Paris").unwrap();
+        let next = p.next_after(ms("2026-03-28T12:00:00Z")).unwrap();
+        // 02:30 does not exist on 2026-03-29 in Paris: the tick lands that day, after the gap.
+        assert!(
+            next >= ms("2026-03-29T01:00:00Z") && next < ms("2026-03-30T00:00:00Z"),
+            "{next}"
+        );
+    }
+
+    #[test]
+    fn seconds_field_is_optional() {
+        let p = Pattern::parse("schedule", "*/10 * * * * *", "UTC").unwrap();
+        assert_eq!(
+            p.next_after(ms("2026-01-01T00:00:01Z")),
+            Some(ms("2026-01-01T00:00:10Z"))
+        );
+    }
+
+    #[test]
+    fn bad_patterns_and_zones_name_the_option() {
+        let e = Pattern::parse("schedule", "61 * * * *", "UTC").unwrap_err();
+        assert_eq!(e.code(), "E_BAD_CRON");
+        assert!(e.to_string().contains("schedule"));
+        let e = Pattern::parse("schedule", "0 9 * * *", "Mars/Olympus").unwrap_err();
+        assert_eq!(e.code(), "E_BAD_OPTION");
+        assert!(e.to_string().contains("schedule.tz"));
+    }
+}
+
+/// A schedule's spec on a task (`schedule: '0 9 * * MON'` or `{ cron, tz }`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ScheduleSpec {
+    pub cron: String,
+    #[serde(default = "utc")]
+    pub tz: String,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+/// `schedules.create` input.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleIn {
+    pub task: String,
+    pub cron: String,
+    #[serde(default = "utc")]
+    pub tz: String,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub payload: Option<Json>,
+}
+
+/// A live schedule in the scheduler.
+pub struct Live {
+    pub rec: ScheduleRecord,
+    pub pattern: Pattern,
+}
+
+use crate::engine::{AfterCommit, Engine, NewRun, Sched};
+use crate::store::{Store, Write};
+use std::cmp::Reverse;
+
+fn iso(ms: u64) -> String {
+    Utc.timestamp_millis_opt(ms as i64)
+        .single()
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+impl Sched {
+    pub(crate) fn add_schedule(&mut self, rec: ScheduleRecord, pattern: Pattern) {
+        self.schedule_timers
+            .push(Reverse((rec.next_tick, rec.id.clone())));
+        self.schedules.insert(rec.id.clone(), Live { rec, pattern });
+    }
+}
+
+impl Engine {
+    /// Makes a task's `schedule` option a stored schedule (keeping its last tick when the
+    /// pattern did not change), or removes it when the task no longer has one.
+    pub(crate) fn sync_task_schedule(
+        &self,
+        s: &mut Sched,
+        task: &str,
+        spec: Option<&ScheduleSpec>,
+        now: u64,
+    ) -> Result<Vec<Write>> {
+        let id = format!("task:{task}");
+        let existing = s
+            .schedules
+            .get(&id)
+            .map(|l| (l.rec.cron.clone(), l.rec.tz.clone(), l.rec.last_tick));
+        let Some(spec) = spec else {
+            if existing.is_some() {
+                s.schedules.remove(&id);
+                return Ok(vec![Write::DelSchedule { id }]);
+            }
+            return Ok(Vec::new());
+        };
+        if existing
+            .as_ref()
+            .is_some_and(|(c, z, _)| *c == spec.cron && *z == spec.tz)
+        {
+            return Ok(Vec::new());
+        }
+        let pattern = Pattern::parse("schedule", &spec.cron, &spec.tz)?;
+        let last_tick = existing.and_then(|e| e.2);
+        let after = last_tick.map_or(now, |l| l.max(now));
+        let next_tick = pattern.next_after(after).unwrap_or(u64::MAX);
+        let rec = ScheduleRecord {
+            id,
+            task: task.to_string(),
+            cron: spec.cron.clone(),
+            tz: spec.tz.clone(),
+            external_id: None,
+            payload: None,
+            last_tick,
+            next_tick,
+            from_task: true,
+            created_at: now,
+        };
+        let w = Write::PutSchedule(rec.clone());
+        s.add_schedule(rec, pattern);
+        Ok(vec![w])
+    }
+
+    /// Fires every schedule whose tick is due: one run per schedule (however many ticks
+    /// were missed), then the schedule moves to its first tick after now.
+    pub(crate) fn run_schedules(
+        &self,
+        s: &mut Sched,
+        store: &dyn Store,
+        now: u64,
+        writes: &mut Vec<Write>,
+        after: &mut AfterCommit,
+    ) -> Result<()> {
+        while s
+            .schedule_timers
+            .peek()
+            .is_some_and(|Reverse((at, _))| *at <= now)
+        {
+            let Some(Reverse((at, id))) = s.schedule_timers.pop() else {
+                break;
+            };
+            let Some(live) = s.schedules.get(&id) else {
+                continue;
+            };
+            if live.rec.next_tick != at {
+                continue; // superseded
+            }
+            // After downtime, the run stands for the latest missed tick.
+            let at = live
+                .pattern
+                .last_at_or_before(now)
+                .filter(|t| *t >= at)
+                .unwrap_or(at);
+            let rec = live.rec.clone();
+            let payload = match &rec.payload {
+                Some(p) => p.clone(),
+                None => crate::engine::to_raw(&serde_json::json!({
+                    "timestamp": iso(at),
+                    "lastTimestamp": rec.last_tick.map(iso),
+                    "scheduleId": rec.id,
+                    "externalId": rec.external_id,
+                }))?,
+            };
+            let proto = NewRun {
+                task: rec.task.clone(),
+                payload,
+                tags: vec![format!("schedule:{}", rec.id)],
+                ready_at: now,
+                event: None,
+                parent: None,
+            };
+            self.admit(s, store, proto, Default::default(), now, writes, after)?;
+            let next = s
+                .schedules
+                .get(&id)
+                .and_then(|l| l.pattern.next_after(at.max(now)))
+                .unwrap_or(u64::MAX);
+            if let Some(live) = s.schedules.get_mut(&id) {
+                live.rec.last_tick = Some(at);
+                live.rec.next_tick = next;
+                writes.push(Write::PutSchedule(live.rec.clone()));
+            }
+            s.schedule_timers.push(Reverse((next, id)));
+        }
+        Ok(())
+    }
+
+    /// Creates (or, for a known `externalId` of the task, updates) a dynamic schedule.
+    pub async fn create_schedule(&self, input: ScheduleIn) -> Result<ScheduleRecord> {
+        let now = self.inner.clock.now_ms();
+        let pattern = Pattern::parse("cron", &input.cron, &input.tz)?;
+        if input.task.is_empty() {
+            return Err(Error::bad_option(
+                "task",
+                "schedules.create needs the task to run",
+            ));
+        }
+        if let Some(p) = &input.payload {
+            self.check_size("the schedule payload", p)?;
+        }
+        let rec = {
+            let mut s = self.sched()?;
+            let id = match &input.external_id {
+                Some(ext) => format!("ext:{}:{ext}", input.task),
+                None => s.next_id("sch", now),
+            };
+            let last_tick = s.schedules.get(&id).and_then(|l| l.rec.last_tick);
+            let next_tick = pattern
+                .next_after(last_tick.map_or(now, |l| l.max(now)))
+                .unwrap_or(u64::MAX);
+            let rec = ScheduleRecord {
+                id,
+                task: input.task,
+                cron: input.cron,
+                tz: input.tz,
+                external_id: input.external_id,
+                payload: input.payload,
+                last_tick,
+                next_tick,
+                from_task: false,
+                created_at: now,
+            };
+            s.add_schedule(rec.clone(), pattern);
+            rec
+        };
+        self.notify_work();
+        self.commit_after(
+            vec![Write::PutSchedule(rec.clone())],
+            AfterCommit::default(),
+        )
+        .await?;
+        Ok(rec)
+    }
+
+    /// Every schedule, or those of one task, by id.
+    pub fn list_schedules(&self, task: Option<&str>) -> Result<Vec<ScheduleRecord>> {
+        let s = self.sched()?;
+        let mut out: Vec<ScheduleRecord> = s
+            .schedules
+            .values()
+            .filter(|l| task.is_none_or(|t| l.rec.task == t))
+            .map(|l| l.rec.clone())
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Deletes a schedule; false if there was none with this id.
+    pub async fn delete_schedule(&self, id: &str) -> Result<bool> {
+        let existed = self.sched()?.schedules.remove(id).is_some();
+        if existed {
+            self.commit_after(
+                vec![Write::DelSchedule { id: id.to_string() }],
+                AfterCommit::default(),
+            )
+            .await?;
+        }
+        Ok(existed)
+    }
+}
