@@ -225,7 +225,7 @@ export function flowMembers(flow: TaskFlow | undefined, payload: unknown, own: u
       add('priority', Math.max(-1_000_000, Math.min(1_000_000, opts.priority)));
     }
     if (opts.concurrencyKey !== undefined && typeof opts.concurrencyKey !== 'string') throw badOption('concurrencyKey', 'must be a string');
-    if (opts.ttl !== undefined) add('ttlMs', toMs('ttl', opts.ttl));
+    if (opts.ttl !== undefined) add('ttlMs', period('ttl', opts.ttl, toMs));
   }
   return out;
 }

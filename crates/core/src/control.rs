@@ -316,7 +316,14 @@ impl Engine {
                     s.flow.executing.remove(slot);
                 }
             }
-            let next = s.flow.blocked.get_mut(slot).and_then(|q| q.pop_front());
+            // The oldest blocked run that is still live moves up (a cancelled one is skipped).
+            let mut next = None;
+            while let Some(e) = s.flow.blocked.get_mut(slot).and_then(|q| q.pop_front()) {
+                if s.entries.get(&e.id) == Some(&(e.ready_at, e.seq)) {
+                    next = Some(e);
+                    break;
+                }
+            }
             if s.flow.blocked.get(slot).is_some_and(|q| q.is_empty()) {
                 s.flow.blocked.remove(slot);
             }
@@ -416,10 +423,17 @@ impl Engine {
                     s.flow.throttle_timers.push(Reverse((at, key.clone())));
                     break;
                 }
-                w.record(now); // reserved for the run released now
                 let Some(e) = s.flow.throttled.get_mut(&key).and_then(|q| q.pop_front()) else {
                     break;
                 };
+                if s.entries.get(&e.id) != Some(&(e.ready_at, e.seq)) {
+                    continue; // cancelled while it waited: it takes no room
+                }
+                s.flow
+                    .throttle_windows
+                    .entry(key.clone())
+                    .or_default()
+                    .record(now); // its start
                 s.flow.throttle_passed.insert(e.id.clone());
                 s.schedule(e, now);
             }
@@ -625,6 +639,7 @@ impl Engine {
         writes: &mut Vec<Write>,
     ) {
         s.fresh.remove(run);
+        s.flow.throttle_passed.remove(run);
         if let Some(f) = s.flows.remove(run) {
             writes.push(Write::DelFlow {
                 run: run.to_string(),
