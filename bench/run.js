@@ -14,7 +14,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const WORKLOADS = ['W1', 'W2', 'W3', 'W4', 'W5', 'E1', 'E2'];
+const WORKLOADS = ['W1', 'W2', 'W2F', 'W3', 'W4', 'W5', 'E1', 'E2'];
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -131,7 +131,40 @@ const workloads = {
     mark('exec-end');
     const completed = await countCompleted(d.runs, 'w2-noop');
     if (completed !== N) throw new Error(`W2: ${completed} of ${N} runs completed after the last result()`);
-    return { runsPerSec: N / (elapsedMs / 1000), elapsedMs, lastReturnedMs: returnedMs };
+    return { runsPerSec: N / (elapsedMs / 1000), elapsedMs, lastReturnedMs: returnedMs, rssMb: process.memoryUsage().rss / 1048576 };
+  },
+
+  // W2F: W2 with flow control on — 10,000 distinct concurrency keys and 1,000 throttled
+  // keys (limits that never bind), to measure the scheduler's overhead: ≥ 70% of W2.
+  async W2F(d) {
+    const N = 10_000 * SCALE;
+    d.configure({ dataDir: d.dataDir, concurrency: 50 });
+    let done = 0;
+    let lastId = null;
+    let allReturned;
+    const returned = new Promise((r) => (allReturned = r));
+    const t = d.task({
+      id: 'w2f-noop',
+      run: async (_p, { run }) => {
+        if (++done === N) {
+          lastId = run.id;
+          allReturned();
+        }
+        return null;
+      },
+      concurrency: { limit: 5, key: (p) => `c${p.i % 10_000}` },
+      throttle: { limit: 1000, period: '1s', key: (p) => `t${p.i % 1_000}` },
+    });
+    const handles = await enqueue(t, N);
+    const byId = new Map(handles.map((h) => [h.id, h]));
+    const t0 = now();
+    await d.start();
+    await returned;
+    await byId.get(lastId).result();
+    const elapsedMs = ms(now() - t0);
+    const completed = await countCompleted(d.runs, 'w2f-noop');
+    if (completed !== N) throw new Error(`W2F: ${completed} of ${N} runs completed after the last result()`);
+    return { runsPerSec: N / (elapsedMs / 1000), elapsedMs };
   },
 
   // W3 latency: 500 sequential triggers, each awaited to durable completion.
@@ -373,6 +406,10 @@ function rows(r, syncDelay) {
     add('W1', 'batchTrigger ×10 → runs/s', r.W1.batchRunsPerSec, f0);
   }
   if (r.W2) add('W2', 'no-op runs/s (10k, C=50)', r.W2.runsPerSec, f0, 50_000, true, proto.W2);
+  if (r.W2F) {
+    add('W2F', 'no-op runs/s, 10k concurrency + 1k throttle keys', r.W2F.runsPerSec, f0);
+    if (r.W2) add('W2F', 'W2F / W2 (%)', (100 * r.W2F.runsPerSec) / r.W2.runsPerSec, f0, 70, true);
+  }
   if (r.W3) {
     const s = r.W3.triggerToStartMs;
     const c = r.W3.triggerToCompletedMs;

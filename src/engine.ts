@@ -216,7 +216,14 @@ interface PendingGroup {
   reject: (e: unknown) => void;
 }
 
-const never = new Promise<never>(() => {});
+/**
+ * A promise that never settles, for a parked branch of a run. A fresh one each time: a
+ * shared one would keep every parked run's continuation reachable (a leak of every
+ * suspended invocation); a fresh one is garbage once the invocation is dropped.
+ */
+function parked<T = never>(): Promise<T> {
+  return new Promise<T>(() => {});
+}
 
 function scheduleOut(r: Record<string, unknown>): Schedule {
   const out: Schedule = {
@@ -800,6 +807,62 @@ function lookupPath(root: unknown, path: string): unknown {
   return v;
 }
 
+/** `ctx.step`: one object per run, its methods on the prototype. */
+class Steps implements StepApi {
+  constructor(private readonly inv: Invocation) {}
+  run<T>(id: string, fn: (info: { attempt: number }) => T | Promise<T>): Promise<Awaited<T>> {
+    return this.inv.step(id, fn);
+  }
+  // Every step call reports errors by rejecting its promise, never by throwing.
+  async sleep(id: string, duration: Duration): Promise<void> {
+    return this.inv.sleep(id, () => this.inv.now() + toMs('duration', duration));
+  }
+  async sleepUntil(id: string, until: Date | string | number): Promise<void> {
+    return this.inv.sleep(id, () => toTime('until', until));
+  }
+  async waitForEvent<N extends string>(id: string, opts: WaitForEventOptions<N>): Promise<DurablyEvent<N> | null> {
+    return this.inv.waitForEvent(id, opts) as Promise<DurablyEvent<N> | null>;
+  }
+  async sendEvent(id: string, events: EventInput | EventInput[]): Promise<{ ids: string[] }> {
+    return this.inv.sendEvent(id, events);
+  }
+  async invoke<P, O>(id: string, task: Task<P, O>, payload: P): Promise<O> {
+    return this.inv.invoke(id, task as Task<unknown, unknown>, payload) as Promise<O>;
+  }
+  async createToken(id: string, opts?: { timeout?: Duration }): Promise<Token> {
+    return this.inv.createToken(id, opts);
+  }
+  async waitForToken<T = unknown>(id: string, token: Token): Promise<T | null> {
+    return this.inv.waitForToken(id, token) as Promise<T | null>;
+  }
+}
+
+/** `ctx`: built per run, its costlier parts (logger, signal, run info) made on first use. */
+class Context {
+  readonly step: StepApi;
+  readonly attempt: number;
+  readonly event?: DurablyEvent;
+  private info?: TaskContext['run'];
+  private log?: Logger;
+  constructor(
+    private readonly inv: Invocation,
+    private readonly c: Claimed,
+  ) {
+    this.step = new Steps(inv);
+    this.attempt = c.attempt;
+    if (c.event) this.event = c.event;
+  }
+  get run(): TaskContext['run'] {
+    return (this.info ??= { id: this.c.id, taskId: this.c.task, tags: this.c.tags ?? [], createdAt: new Date(this.c.createdAt) });
+  }
+  get logger(): Logger {
+    return (this.log ??= this.inv.logger());
+  }
+  get signal(): AbortSignal {
+    return this.inv.signal;
+  }
+}
+
 /**
  * One execution of a run, from the top. Steps with a stored result return it; new steps
  * run. When every branch is parked on a wait (sleep, event, token, child run) or a step
@@ -820,7 +883,9 @@ class Invocation {
   private ended = false;
   private suspended: (() => void) | null = null;
   private readonly suspendedP: Promise<void>;
-  private readonly controller = new AbortController();
+  /** Created on first use of `ctx.signal` (most runs never look at it). */
+  private controller: AbortController | null = null;
+  private abortReason: unknown = undefined;
   private aborted = false;
 
   constructor(
@@ -831,7 +896,7 @@ class Invocation {
     this.suspendedP = new Promise((r) => (this.suspended = r));
   }
 
-  private logger(): Logger {
+  logger(): Logger {
     const prefix = `[durably ${this.c.task} ${this.c.id}]`;
     return {
       debug: (m, d) => (d === undefined ? console.debug(prefix, m) : console.debug(prefix, m, d)),
@@ -845,8 +910,17 @@ class Invocation {
   abort(reason?: unknown): void {
     if (this.aborted) return;
     this.aborted = true;
-    this.controller.abort(reason ?? new DurablyError('E_RUN_CANCELLED', `run ${this.c.id} was cancelled`));
+    this.abortReason = reason ?? new DurablyError('E_RUN_CANCELLED', `run ${this.c.id} was cancelled`);
+    this.controller?.abort(this.abortReason);
     this.suspended?.();
+  }
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.aborted) this.controller.abort(this.abortReason);
+    }
+    return this.controller.signal;
   }
 
   private get parking(): boolean {
@@ -884,24 +958,7 @@ class Invocation {
       return;
     }
     // Every step call reports errors by rejecting its promise, never by throwing.
-    const step: StepApi = {
-      run: (id, fn) => this.step(id, fn),
-      sleep: async (id, duration) => this.sleep(id, () => this.engine._now() + toMs('duration', duration)),
-      sleepUntil: async (id, until) => this.sleep(id, () => toTime('until', until)),
-      waitForEvent: async <N extends string>(id: string, opts: WaitForEventOptions<N>) => this.waitForEvent(id, opts) as Promise<DurablyEvent<N> | null>,
-      sendEvent: async (id, events) => this.sendEvent(id, events),
-      invoke: async <P, O>(id: string, task: Task<P, O>, payload: P) => this.invoke(id, task, payload) as Promise<O>,
-      createToken: async (id, opts) => this.createToken(id, opts),
-      waitForToken: async <T>(id: string, token: Token) => this.waitForToken(id, token) as Promise<T | null>,
-    };
-    const ctx: TaskContext = {
-      step,
-      run: { id: c.id, taskId: c.task, tags: c.tags ?? [], createdAt: new Date(c.createdAt) },
-      attempt: c.attempt,
-      logger: this.logger(),
-      signal: this.controller.signal,
-    };
-    if (c.event) ctx.event = c.event;
+    const ctx = new Context(this, c) as TaskContext;
     const onFailure = def.onFailure;
     const run =
       c.kind === 'onFailure'
@@ -961,6 +1018,10 @@ class Invocation {
     });
   }
 
+  now(): number {
+    return this.engine._now();
+  }
+
   private retryAt(err: RetryAfterError): number {
     const a = err.after;
     if (a instanceof Date) return Math.max(0, a.getTime());
@@ -1006,17 +1067,17 @@ class Invocation {
       this.stepsInFlight--;
       if (this.stepsInFlight === 0 && (this.parking || this.dropped.size > 0)) this.scheduleCheck();
     }
-    return never;
+    return parked();
   }
 
   private storeStep(key: string, attempt: number, output: string): Promise<void> {
     return this.engine._report(`{"op":"step","run":${JSON.stringify(this.c.id)},"key":${JSON.stringify(key)},"attempt":${attempt},"output":${output}}`);
   }
 
-  private async step<T>(id: string, fn: (info: { attempt: number }) => T | Promise<T>): Promise<Awaited<T>> {
+  async step<T>(id: string, fn: (info: { attempt: number }) => T | Promise<T>): Promise<Awaited<T>> {
     const key = this.key(id, 'run');
     if (typeof fn !== 'function') throw badOption('step fn', `step.run("${id}", fn) needs a function`);
-    if (this.retryOp !== null || this.aborted) return never;
+    if (this.retryOp !== null || this.aborted) return parked<Awaited<T>>();
     const m = this.memo.get(key);
     if (m?.status === 'completed') return this.resolved((m.output ?? null) as Awaited<T>);
     if (m?.status === 'failed') throw rethrowable(m.error ?? { name: 'Error', message: 'step failed' });
@@ -1058,7 +1119,7 @@ class Invocation {
    * stored deadline); otherwise parks `spec` and never resolves in this invocation.
    */
   private async wait(key: string, spec: (m: ClaimedStep | undefined) => string): Promise<unknown> {
-    if (this.retryOp !== null || this.aborted) return never;
+    if (this.retryOp !== null || this.aborted) return parked();
     const m = this.memo.get(key);
     if (m?.status === 'completed') return this.resolved(m.output ?? null);
     if (m?.status === 'failed') throw rethrowable(m.error ?? { name: 'Error', message: 'wait failed' });
@@ -1071,10 +1132,10 @@ class Invocation {
     }
     this.waits.set(key, { spec: spec(m), gen: this.resolves });
     this.scheduleCheck();
-    return never;
+    return parked();
   }
 
-  private sleep(id: string, until: () => number): Promise<void> {
+  sleep(id: string, until: () => number): Promise<void> {
     const key = this.key(id, 'sleep');
     return this.wait(key, (m) => {
       const wakeAt = m?.wakeAt ?? until();
@@ -1082,7 +1143,7 @@ class Invocation {
     }) as Promise<void>;
   }
 
-  private waitForEvent(id: string, opts: WaitForEventOptions<string>): Promise<unknown> {
+  waitForEvent(id: string, opts: WaitForEventOptions<string>): Promise<unknown> {
     const key = this.key(id, 'waitForEvent');
     if (opts === null || typeof opts !== 'object') throw badOption('waitForEvent', "pass { event: 'name', match?, if?, timeout? }");
     const names = Array.isArray(opts.event) ? opts.event : [opts.event];
@@ -1110,9 +1171,9 @@ class Invocation {
     });
   }
 
-  private async sendEvent(id: string, events: EventInput | EventInput[]): Promise<{ ids: string[] }> {
+  async sendEvent(id: string, events: EventInput | EventInput[]): Promise<{ ids: string[] }> {
     const key = this.key(id, 'sendEvent');
-    if (this.retryOp !== null) return never;
+    if (this.retryOp !== null) return parked();
     const m = this.memo.get(key);
     if (m?.status === 'completed') return this.resolved(m.output as { ids: string[] });
     // Ids are given here, so that the step's stored result names the events it sent.
@@ -1127,7 +1188,7 @@ class Invocation {
     });
   }
 
-  private invoke(id: string, task: Task<unknown, unknown> | string, payload: unknown): Promise<unknown> {
+  invoke(id: string, task: Task<unknown, unknown> | string, payload: unknown): Promise<unknown> {
     const key = this.key(id, 'invoke');
     const taskId = typeof task === 'string' ? task : task?.id;
     if (typeof taskId !== 'string') throw badOption('task', 'step.invoke(id, task, payload) needs a task (or a task id)');
@@ -1139,7 +1200,7 @@ class Invocation {
     );
   }
 
-  private createToken(id: string, opts?: { timeout?: Duration }): Promise<Token> {
+  createToken(id: string, opts?: { timeout?: Duration }): Promise<Token> {
     const timeoutMs = opts?.timeout === undefined ? undefined : toMs('timeout', opts.timeout);
     return this.step(id, (): Token => ({
       id: `tok_${randomUUID().replace(/-/g, '')}`,
@@ -1147,7 +1208,7 @@ class Invocation {
     }));
   }
 
-  private waitForToken(id: string, token: Token): Promise<unknown> {
+  waitForToken(id: string, token: Token): Promise<unknown> {
     const key = this.key(id, 'waitForToken');
     if (token === null || typeof token !== 'object' || typeof token.id !== 'string') {
       throw badOption('token', 'step.waitForToken(id, token) takes the token that step.createToken returned');

@@ -1275,6 +1275,9 @@ impl Engine {
         let store = self.store()?;
         let mut out = Vec::with_capacity(picked.len());
         let mut stale = Vec::new();
+        // What the store told us about each run, applied under one lock at the end.
+        let mut updates = Vec::new();
+        let has_flows = !self.sched()?.flows.is_empty();
         for (e, max_attempts, fresh) in picked {
             let (rec, state, steps) = if fresh {
                 // Triggered here and never started: the trigger record is all there is.
@@ -1315,23 +1318,16 @@ impl Engine {
             };
             let attempt = state.as_ref().map(|s| s.attempts).unwrap_or(0).max(1);
             let first_start = state.as_ref().and_then(|st| st.started_at);
-            {
-                let mut s = self.sched()?;
-                let finish = s.flows.get(&e.id).and_then(|f| f.finish_ms);
-                if let Some(r) = s.running.get_mut(&e.id) {
-                    r.attempt = attempt;
-                    r.parent = rec.parent.clone();
-                    if let Some(st) = &state {
-                        r.event_cursor = st.event_cursor;
-                    }
-                    if let Some(first) = first_start {
-                        r.started_at = first;
-                    }
-                }
-                if let Some(ms) = finish {
-                    let at = first_start.unwrap_or(now).saturating_add(ms);
-                    s.deadlines.push(Reverse((at, e.id.clone(), true)));
-                }
+            let cursor = state.as_ref().and_then(|st| st.event_cursor);
+            // A fresh run needs no update unless it has a parent (step.invoke).
+            if !(fresh && rec.parent.is_none()) || has_flows {
+                updates.push((
+                    e.id.clone(),
+                    attempt,
+                    rec.parent.clone(),
+                    cursor,
+                    first_start,
+                ));
             }
             out.push(Claimed {
                 id: rec.id,
@@ -1347,6 +1343,24 @@ impl Engine {
                 kind: rec.kind,
                 failure: rec.failure,
             });
+        }
+        if !updates.is_empty() {
+            let mut s = self.sched()?;
+            for (id, attempt, parent, cursor, first_start) in updates {
+                let finish = s.flows.get(&id).and_then(|f| f.finish_ms);
+                if let Some(r) = s.running.get_mut(&id) {
+                    r.attempt = attempt;
+                    r.parent = parent;
+                    r.event_cursor = cursor;
+                    if let Some(first) = first_start {
+                        r.started_at = first;
+                    }
+                }
+                if let Some(ms) = finish {
+                    let at = first_start.unwrap_or(now).saturating_add(ms);
+                    s.deadlines.push(Reverse((at, id, true)));
+                }
+            }
         }
         if !stale.is_empty() {
             // A queue entry of a run that already ended (or vanished): drop it.
