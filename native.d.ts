@@ -59,6 +59,15 @@ export declare class NativeEngine {
   close(): void
 }
 
+/**
+ * Test hook: panics inside Rust, so tests can prove a panic becomes a JS error (never an
+ * abort of the process). Not part of the public API.
+ */
+export declare function __panicForTests(message: string): void
+
+/** Test hook: the same inside an async call (napi rejects its promise). */
+export declare function __panicForTestsAsync(message: string): Promise<void>
+
 /** Parses an `if` expression, for errors at the call that gives it. */
 export declare function checkExpression(option: string, src: string): void
 

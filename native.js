@@ -836,6 +836,8 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeEngine = nativeBinding.NativeEngine
+module.exports.__panicForTests = nativeBinding.__panicForTests
+module.exports.__panicForTestsAsync = nativeBinding.__panicForTestsAsync
 module.exports.checkExpression = nativeBinding.checkExpression
 module.exports.checkPolicy = nativeBinding.checkPolicy
 module.exports.errorCodes = nativeBinding.errorCodes

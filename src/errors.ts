@@ -64,7 +64,10 @@ export class RetryAfterError extends Error {
 
 const NATIVE_ERROR = /^(E_[A-Z_]+): ([\s\S]*)$/;
 
-/** Turns an error from the native addon (`"E_CODE: message"`) into a `DurablyError`. */
+/**
+ * Turns an error from the native addon (`"E_CODE: message"`) into a `DurablyError`. Anything
+ * else from the addon (a Rust panic, caught at the boundary) is `E_INTERNAL`.
+ */
 export function fromNative(e: unknown): unknown {
   if (e instanceof Error && !(e instanceof DurablyError)) {
     const m = NATIVE_ERROR.exec(e.message);
@@ -73,6 +76,7 @@ export function fromNative(e: unknown): unknown {
       const opt = /^option `([^`]+)`/.exec(m[2]);
       return new DurablyError(code, m[2], opt ? { option: opt[1] } : undefined);
     }
+    return new DurablyError('E_INTERNAL', `internal error in durably's native core: ${e.message} (this is a bug, please report it)`, { cause: e });
   }
   return e;
 }

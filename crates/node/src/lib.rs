@@ -348,3 +348,19 @@ impl NativeEngine {
 // about 30% of CPU samples in the W2 profile (bench/RESULTS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Test hook: panics inside Rust, so tests can prove a panic becomes a JS error (never an
+/// abort of the process). Not part of the public API.
+#[napi(catch_unwind, js_name = "__panicForTests")]
+pub fn panic_for_tests(message: String) -> Result<()> {
+    panic!("{message}");
+}
+
+/// Test hook: the same inside an async call (napi rejects its promise).
+#[napi(js_name = "__panicForTestsAsync")]
+pub async fn panic_for_tests_async(message: String) -> Result<()> {
+    if !message.is_empty() {
+        panic!("{message}");
+    }
+    Ok(())
+}
