@@ -68,7 +68,7 @@ async function main() {
   console.log(`\nSteps of ${detail.id} (status ${detail.status}):`);
   for (const s of detail.steps) console.log(`  ${s.id.padEnd(10)} ${s.status.padEnd(9)} attempts=${s.attempts}`);
   console.log(`\nEmails sent: ${sentEmails.join(', ')}; all runs finished in ${ms.toFixed(1)} ms (with retries).`);
-  console.log('Run `npm run demo` again: the history above will list these runs from the store.');
+  console.log('Run `npm run demo:basic` again: the history above will list these runs from the store.');
   await shutdown();
 }
 
