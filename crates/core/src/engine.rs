@@ -1260,12 +1260,18 @@ impl Engine {
             if !cleanup.is_empty() {
                 self.submit_after(cleanup, after);
             }
-            let runs = if picked.is_empty() {
-                Vec::new()
-            } else {
+            let picked_any = !picked.is_empty();
+            let runs = if picked_any {
                 self.load_claimed(picked, now)?
+            } else {
+                Vec::new()
             };
-            if !runs.is_empty() || !abort.is_empty() || next_wake.is_none_or(|at| at > now) {
+            if !runs.is_empty() || !abort.is_empty() {
+                return Ok((ClaimBatch { runs, abort }, next_wake));
+            }
+            // Nothing to hand out. Look again at once if what was picked turned out stale (more
+            // may be ready) or something is already due; otherwise the caller waits.
+            if !picked_any && next_wake.is_none_or(|at| at > now) {
                 return Ok((ClaimBatch { runs, abort }, next_wake));
             }
         }
