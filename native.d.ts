@@ -30,6 +30,8 @@ export declare class NativeEngine {
    * null once the engine closes.
    */
   claim(max: number): Promise<string | null>
+  /** Makes the pending claim return now: the executor has more room than it asked for. */
+  kick(): void
   /** Cancels a run; resolves with false if it had already ended. */
   cancel(id: string): Promise<boolean>
   /** Starts a new run with the same task and payload; resolves with its id. */

@@ -254,7 +254,8 @@ export class Engine {
   private started = false;
   private loop: Promise<void> | null = null;
   private inflight = 0;
-  private slotWaiter: (() => void) | null = null;
+  /** The room the pending claim asked for (null: no claim pending). */
+  private claimRoom: number | null = null;
   private idleWaiters: Array<() => void> = [];
   private triggerQueue: PendingGroup[] = [];
   private sendQueue: PendingGroup[] = [];
@@ -609,11 +610,11 @@ export class Engine {
 
   private async claimLoop(): Promise<void> {
     while (this.started && this.nat) {
-      const room = this.room();
-      if (room <= 0) {
-        await new Promise<void>((r) => (this.slotWaiter = r));
-        continue;
-      }
+      // With no room, a claim(0) stays pending all the same: it brings aborts (cancel,
+      // timeout.finish) for the runs that hold the slots, and `kick()` ends it when a slot
+      // frees.
+      const room = Math.max(0, this.room());
+      this.claimRoom = room;
       let text: string | null;
       try {
         text = await this.nat.claim(room);
@@ -622,6 +623,8 @@ export class Engine {
         console.error('[durably] claim failed:', fromNative(e));
         await new Promise((r) => setTimeout(r, 100));
         continue;
+      } finally {
+        this.claimRoom = null;
       }
       if (text === null) break;
       const batch = JSON.parse(text) as { runs: Claimed[]; abort?: string[] };
@@ -631,10 +634,9 @@ export class Engine {
   }
 
   private freeSlot(): void {
-    const w = this.slotWaiter;
-    if (w && this.room() > 0) {
-      this.slotWaiter = null;
-      w();
+    if (this.claimRoom === 0 && this.room() > 0 && this.nat) {
+      this.claimRoom = null; // one kick per pending claim
+      this.nat.kick();
     }
     if (this.inflight === 0 && this.unacked === 0) {
       const ws = this.idleWaiters;
@@ -750,8 +752,6 @@ export class Engine {
     const timeout = toMs('timeout', opts?.timeout ?? '10s');
     if (!this.nat) return;
     this.started = false;
-    this.slotWaiter?.();
-    this.slotWaiter = null;
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<void>((r) => (timer = setTimeout(r, timeout)));
     await Promise.race([this.whenIdle(), timedOut]);
@@ -781,8 +781,6 @@ export class Engine {
     } catch (e) {
       console.error('[durably] close failed:', fromNative(e));
     }
-    this.slotWaiter?.();
-    this.slotWaiter = null;
   }
 }
 
@@ -1024,7 +1022,7 @@ class Invocation {
 
   private retryAt(err: RetryAfterError): number {
     const a = err.after;
-    if (a instanceof Date) return Math.max(0, a.getTime());
+    if (a instanceof Date) return Number.isFinite(a.getTime()) ? Math.max(0, a.getTime()) : this.engine._now();
     try {
       return this.engine._now() + toMs('RetryAfterError.after', a);
     } catch {

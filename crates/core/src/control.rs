@@ -109,15 +109,24 @@ impl Engine {
                 let e = s.enqueue(&run, &proto.task, ready_at);
                 writes.push(Write::Enqueue(e));
                 if db.mode == DebounceMode::Trailing {
-                    if let Some(rec) = s
+                    // The record as last written (after a restart: as stored) gets the new payload.
+                    let known = s
                         .flow
                         .debounced
-                        .get_mut(&key)
-                        .and_then(|d| d.record.as_mut())
-                    {
+                        .get(&key)
+                        .and_then(|d| d.record.as_ref())
+                        .map(clone_record);
+                    let rec = match known {
+                        Some(r) => Some(r),
+                        None => store.run_record(&run)?,
+                    };
+                    if let Some(mut rec) = rec {
                         rec.payload = proto.payload;
                         rec.ready_at = ready_at;
-                        writes.push(Write::PutRun(clone_record(rec)));
+                        writes.push(Write::PutRun(clone_record(&rec)));
+                        if let Some(d) = s.flow.debounced.get_mut(&key) {
+                            d.record = Some(rec);
+                        }
                     }
                 }
                 return Ok(run);
@@ -137,6 +146,10 @@ impl Engine {
                 .or(policy.timeout.start_ms)
                 .map(|t| now.saturating_add(t)),
             finish_ms: policy.timeout.finish_ms,
+            debounce_key: policy
+                .debounce
+                .map(|_| keys.debounce_key.clone().unwrap_or_default()),
+            debounce_first: policy.debounce.map(|_| now),
         };
         let debounce_key = policy.debounce.map(|_| fk(&keys.debounce_key));
         let (id, kept) =
@@ -806,7 +819,8 @@ impl Engine {
                     status: RunStatus::Queued,
                     attempts: 1,
                     ready_at: Some(now),
-                    started_at: state.and_then(|st| st.started_at),
+                    // A manual retry starts a fresh `timeout.finish` budget.
+                    started_at: None,
                     ended_at: None,
                     output: None,
                     error: None,

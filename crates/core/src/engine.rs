@@ -343,11 +343,36 @@ pub(crate) fn to_raw<T: Serialize>(v: &T) -> Result<Json> {
 }
 
 impl Op {
-    /// Parses a JSON array of ops.
+    /// Parses a JSON array of ops. An op that cannot be read does not sink the others: if it
+    /// names its run, that run fails (non-retriable, `E_INTERNAL`) instead of hanging.
     pub fn parse_batch(text: &str) -> Result<Vec<Op>> {
-        let wire: Vec<WireOp> = serde_json::from_str(text)
+        let raw: Vec<Box<RawValue>> = serde_json::from_str(text)
             .map_err(|e| Error::Internal(format!("malformed report from the JS layer: {e}")))?;
-        wire.into_iter().map(Op::from_wire).collect()
+        let mut ops = Vec::with_capacity(raw.len());
+        for r in raw {
+            let parsed = serde_json::from_str::<WireOp>(r.get())
+                .map_err(|e| Error::Internal(format!("malformed report op: {e}")))
+                .and_then(Op::from_wire);
+            match parsed {
+                Ok(op) => ops.push(op),
+                Err(e) => {
+                    let run = serde_json::from_str::<serde_json::Value>(r.get())
+                        .ok()
+                        .and_then(|v| v.get("run").and_then(|x| x.as_str()).map(str::to_string));
+                    tracing::error!("durably: {e}");
+                    if let Some(run) = run {
+                        let error = serde_json::json!({ "name": "DurablyError", "code": "E_INTERNAL", "message": e.to_string() });
+                        ops.push(Op::Fail {
+                            run,
+                            error: to_raw(&error)?,
+                            non_retriable: true,
+                            retry_at: None,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(ops)
     }
 
     fn from_wire(w: WireOp) -> Result<Op> {
@@ -702,6 +727,8 @@ pub(crate) struct Inner {
     /// Wakes the claimer: new ready work, a new earlier deadline, a clock jump, shutdown.
     work: Notify,
     closed: AtomicBool,
+    /// Set by `kick`: the pending claim returns (even empty) so the executor can claim again.
+    kicked: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -789,6 +816,20 @@ impl Engine {
             if let Some(at) = f.start_by {
                 sched.deadlines.push(Reverse((at, run.clone(), false)));
             }
+            if let (Some(k), Some(first)) = (&f.debounce_key, f.debounce_first) {
+                // Still waiting to start: it keeps absorbing its key's triggers.
+                if sched.entries.contains_key(&run) {
+                    let d = crate::flow::Debounced {
+                        run: run.clone(),
+                        first_at: first,
+                        record: None,
+                    };
+                    sched
+                        .flow
+                        .debounced
+                        .insert((rec.task.clone(), k.clone()), d);
+                }
+            }
             sched.flows.insert(run, Arc::new(f));
         }
         for e in recovered {
@@ -816,6 +857,7 @@ impl Engine {
             sched: Mutex::new(sched),
             work: Notify::new(),
             closed: AtomicBool::new(false),
+            kicked: AtomicBool::new(false),
         });
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         clock.add_waker(Arc::new(move || {
@@ -1138,7 +1180,10 @@ impl Engine {
             }
             let notified = self.inner.work.notified();
             let (batch, next_wake) = self.claim_now(max)?;
-            if !batch.runs.is_empty() || !batch.abort.is_empty() {
+            if !batch.runs.is_empty()
+                || !batch.abort.is_empty()
+                || self.inner.kicked.swap(false, Ordering::AcqRel)
+            {
                 return Ok(Some(batch));
             }
             match next_wake.and_then(|at| self.inner.clock.real_wait(at)) {
@@ -1169,6 +1214,14 @@ impl Engine {
     }
 
     pub(crate) fn notify_work(&self) {
+        self.inner.work.notify_one();
+    }
+
+    /// Makes the pending `claim` return now (empty if nothing is due): the executor has more
+    /// room than when it asked. An executor with no room keeps a `claim(0)` pending, which
+    /// still delivers aborts (cancel, timeout) and applies deadlines and schedules.
+    pub fn kick(&self) {
+        self.inner.kicked.store(true, Ordering::Release);
         self.inner.work.notify_one();
     }
 
@@ -1644,6 +1697,9 @@ impl Engine {
             return Ok(());
         };
         let trigger = crate::waits::trigger_value(&rec);
+        // Every wait of this park looks from the same point (the cursor as it was), so one
+        // wait consuming an event never hides an earlier event from another.
+        let base_cursor = r.event_cursor;
         let mut cursor = r.event_cursor;
         let mut resolved: Vec<(String, StepRecord)> = Vec::new();
         let mut specs: Vec<WaitSpec> = Vec::new();
@@ -1699,7 +1755,7 @@ impl Engine {
                     ..
                 } => {
                     let after_at = if *since_run_start {
-                        cursor
+                        base_cursor
                             .unwrap_or((rec.created_at, 0))
                             .max((rec.created_at, 0))
                     } else {
@@ -1889,23 +1945,41 @@ impl Engine {
         now: u64,
         writes: &mut Vec<Write>,
     ) -> bool {
+        self.wake_many(s, run, vec![(key.to_string(), step)], cursor, now, writes)
+    }
+
+    /// `wake` with several of the run's waits resolved at once (one event answering two
+    /// parallel waits of the run); the keys it does not wait on are ignored.
+    pub(crate) fn wake_many(
+        &self,
+        s: &mut Sched,
+        run: &str,
+        steps: Vec<(String, StepRecord)>,
+        cursor: Option<(u64, u64)>,
+        now: u64,
+        writes: &mut Vec<Write>,
+    ) -> bool {
         let Some(w) = s.waiting.get(run) else {
             return false;
         };
-        if !w.specs.iter().any(|sp| sp.key() == key)
-            || transition(RunStatus::Waiting, Input::Wake).is_err()
-        {
+        let steps: Vec<(String, StepRecord)> = steps
+            .into_iter()
+            .filter(|(k, _)| w.specs.iter().any(|sp| sp.key() == k))
+            .collect();
+        if steps.is_empty() || transition(RunStatus::Waiting, Input::Wake).is_err() {
             return false;
         }
         let Some(w) = s.waiting.remove(run) else {
             return false;
         };
         s.index.remove(run, &w.specs);
-        writes.push(Write::PutStep {
-            run: run.to_string(),
-            key: key.to_string(),
-            step,
-        });
+        for (key, step) in steps {
+            writes.push(Write::PutStep {
+                run: run.to_string(),
+                key,
+                step,
+            });
+        }
         if let Some((at, seq)) = w.entry {
             writes.push(Write::Dequeue { ready_at: at, seq });
         }

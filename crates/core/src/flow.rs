@@ -117,6 +117,11 @@ pub struct Flow {
     /// Fails this long after its first start (`timeout.finish`); retries do not extend it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_ms: Option<u64>,
+    /// The debounce key of a debounced run, and when its burst began (restored on open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce_first: Option<u64>,
 }
 
 fn is_zero(v: &i32) -> bool {

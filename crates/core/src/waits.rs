@@ -368,9 +368,18 @@ impl crate::engine::Engine {
                     self.admit(s, store, proto, keys, now, writes, after)?;
                 }
                 if listens {
+                    // Group by run: one event may answer several parallel waits of a run.
+                    let mut by_run: Vec<(String, Vec<(String, crate::model::StepRecord)>)> =
+                        Vec::new();
                     for (run, key) in s.index.matches(&rec.name, &value, at) {
                         let step = completed_step(json.clone(), now);
-                        self.wake(s, &run, &key, step, Some(at), now, writes);
+                        match by_run.iter_mut().find(|(r, _)| *r == run) {
+                            Some((_, steps)) => steps.push((key, step)),
+                            None => by_run.push((run, vec![(key, step)])),
+                        }
+                    }
+                    for (run, steps) in by_run {
+                        self.wake_many(s, &run, steps, Some(at), now, writes);
                     }
                 }
             }

@@ -221,6 +221,12 @@ impl NativeEngine {
         }
     }
 
+    /// Makes the pending claim return now: the executor has more room than it asked for.
+    #[napi]
+    pub fn kick(&self) {
+        self.engine.kick();
+    }
+
     /// Cancels a run; resolves with false if it had already ended.
     #[napi]
     pub async fn cancel(&self, id: String) -> Result<bool> {
