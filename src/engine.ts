@@ -217,6 +217,26 @@ interface PendingGroup {
 }
 
 /**
+ * Settles the callers of one batched native call (trigger or send): its answer has one
+ * entry per group, `{ ids }` or `{ error: "E_CODE: message" }`; a failed call fails them all.
+ */
+function settleGroups(groups: PendingGroup[], call: Promise<string>): void {
+  call.then(
+    (text) => {
+      const results = JSON.parse(text) as Array<{ ids?: string[]; error?: string }>;
+      results.forEach((r, i) => {
+        if (r.ids) groups[i].resolve(r.ids);
+        else groups[i].reject(fromNative(new Error(r.error)));
+      });
+    },
+    (e) => {
+      const err = fromNative(e);
+      for (const g of groups) g.reject(err);
+    },
+  );
+}
+
+/**
  * A promise that never settles, for a parked branch of a run. A fresh one each time: a
  * shared one would keep every parked run's continuation reachable (a leak of every
  * suspended invocation); a fresh one is garbage once the invocation is dropped.
@@ -375,19 +395,7 @@ export class Engine {
   private flushTriggers(nat: NativeEngine): void {
     const groups = this.triggerQueue;
     this.triggerQueue = [];
-    nat.trigger(`[${groups.map((g) => g.json).join(',')}]`).then(
-      (text) => {
-        const results = JSON.parse(text) as Array<{ ids?: string[]; error?: string }>;
-        results.forEach((r, i) => {
-          if (r.ids) groups[i].resolve(r.ids);
-          else groups[i].reject(fromNative(new Error(r.error)));
-        });
-      },
-      (e) => {
-        const err = fromNative(e);
-        for (const g of groups) g.reject(err);
-      },
-    );
+    settleGroups(groups, nat.trigger(`[${groups.map((g) => g.json).join(',')}]`));
   }
 
   handle<O>(id: string, taskId: string): RunHandle<O> {
@@ -474,20 +482,9 @@ export class Engine {
   private flushSends(nat: NativeEngine): void {
     const groups = this.sendQueue;
     this.sendQueue = [];
-    nat.send(`[${groups.map((g) => g.json).join(',')}]`).then(
-      (text) => {
-        const results = JSON.parse(text) as Array<{ ids?: string[]; error?: string }>;
-        results.forEach((r, i) => {
-          if (r.ids) groups[i].resolve(r.ids);
-          else groups[i].reject(fromNative(new Error(r.error)));
-        });
-      },
-      (e) => {
-        const err = fromNative(e);
-        for (const g of groups) g.reject(err);
-      },
-    );
+    settleGroups(groups, nat.send(`[${groups.map((g) => g.json).join(',')}]`));
   }
+
 
   async completeToken(token: string | Token, data: unknown): Promise<{ resumed: boolean }> {
     const id = typeof token === 'string' ? token : token?.id;

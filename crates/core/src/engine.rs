@@ -97,6 +97,9 @@ pub struct TaskPolicy {
     pub schedule: Option<crate::schedule::ScheduleSpec>,
 }
 
+/// One trigger as JS sends it. The flow-control fields repeat `flow::FlowKeys` (see
+/// `take_keys`) instead of `#[serde(flatten)]`-ing it: flattening buffers the whole item,
+/// which the `RawValue` payload cannot be read from.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TriggerItem {

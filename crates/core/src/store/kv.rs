@@ -93,6 +93,36 @@ fn dec<'a, T: serde::Deserialize<'a>>(what: &str, b: &'a [u8]) -> Result<T> {
 }
 
 impl<K: Kv> KvStore<K> {
+    /// The record at `k`, decoded, if any.
+    fn get_json<T: serde::de::DeserializeOwned>(&self, what: &str, k: &[u8]) -> Result<Option<T>> {
+        match self.kv.get(k)? {
+            Some(v) => Ok(Some(dec(what, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every record under `prefix`, decoded, with its key; stops at the first corrupt one.
+    fn scan_json<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, T)>> {
+        let mut out = Vec::new();
+        let mut err = None;
+        self.kv
+            .scan(prefix, false, None, &mut |k, v| match dec(what, v) {
+                Ok(t) => {
+                    out.push((k.to_vec(), t));
+                    true
+                }
+                Err(e) => {
+                    err = Some(e);
+                    false
+                }
+            })?;
+        err.map_or(Ok(out), Err)
+    }
+
     /// Wraps a backend, checking (and on a new store, writing) the schema version.
     pub fn open(kv: K) -> Result<Self> {
         match kv.get(b"m/schema")? {
@@ -189,28 +219,16 @@ impl<K: Kv> Store for KvStore<K> {
     }
 
     fn run_record(&self, id: &str) -> Result<Option<RunRecord>> {
-        match self.kv.get(&key("r/", id))? {
-            Some(r) => Ok(Some(dec("run", &r)?)),
-            None => Ok(None),
-        }
+        self.get_json("run", &key("r/", id))
     }
 
     fn steps(&self, run: &str) -> Result<Vec<(String, StepRecord)>> {
         let prefix = step_key(run, "");
-        let mut out = Vec::new();
-        let mut err = None;
-        self.kv.scan(&prefix, false, None, &mut |k, v| {
-            let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            match dec("step", v) {
-                Ok(s) => out.push((name, s)),
-                Err(e) => {
-                    err = Some(e);
-                    return false;
-                }
-            }
-            true
-        })?;
-        err.map_or(Ok(out), Err)
+        let steps = self.scan_json("step", &prefix)?;
+        Ok(steps
+            .into_iter()
+            .map(|(k, st)| (String::from_utf8_lossy(&k[prefix.len()..]).into_owned(), st))
+            .collect())
     }
 
     fn queue(&self) -> Result<Vec<QueueEntry>> {
@@ -235,10 +253,7 @@ impl<K: Kv> Store for KvStore<K> {
     }
 
     fn event(&self, id: &str) -> Result<Option<EventRecord>> {
-        match self.kv.get(&key("e/", id))? {
-            Some(v) => Ok(Some(dec("event", &v)?)),
-            None => Ok(None),
-        }
+        self.get_json("event", &key("e/", id))
     }
 
     fn events_after(
@@ -276,35 +291,19 @@ impl<K: Kv> Store for KvStore<K> {
     }
 
     fn schedules(&self) -> Result<Vec<crate::schedule::ScheduleRecord>> {
-        let mut out = Vec::new();
-        let mut err = None;
-        self.kv.scan(b"c/", false, None, &mut |_, v| {
-            match dec("schedule", v) {
-                Ok(sc) => out.push(sc),
-                Err(e) => {
-                    err = Some(e);
-                    return false;
-                }
-            }
-            true
-        })?;
-        err.map_or(Ok(out), Err)
+        Ok(self
+            .scan_json("schedule", b"c/")?
+            .into_iter()
+            .map(|(_, sc)| sc)
+            .collect())
     }
 
     fn flows(&self) -> Result<Vec<(String, crate::flow::Flow)>> {
-        let mut out = Vec::new();
-        let mut err = None;
-        self.kv.scan(b"f/", false, None, &mut |k, v| {
-            match dec("flow", v) {
-                Ok(f) => out.push((String::from_utf8_lossy(&k[2..]).into_owned(), f)),
-                Err(e) => {
-                    err = Some(e);
-                    return false;
-                }
-            }
-            true
-        })?;
-        err.map_or(Ok(out), Err)
+        let flows = self.scan_json("flow", b"f/")?;
+        Ok(flows
+            .into_iter()
+            .map(|(k, f)| (String::from_utf8_lossy(&k[2..]).into_owned(), f))
+            .collect())
     }
 
     fn idempotency(&self, task: &str, k: &str) -> Result<Option<(String, u64)>> {
@@ -320,10 +319,7 @@ impl<K: Kv> Store for KvStore<K> {
     }
 
     fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
-        match self.kv.get(&key("k/", id))? {
-            Some(v) => Ok(Some(dec("token", &v)?)),
-            None => Ok(None),
-        }
+        self.get_json("token", &key("k/", id))
     }
 
     fn scan_runs(
