@@ -95,6 +95,8 @@ export interface OpenOptions {
   manualClockMs?: number
   /** Benchmarks only: pause this long after every sync (a stand-in for a slow disk). */
   simSyncDelayMs?: number
+  /** Tests only: how many timers of parked runs stay in memory (the rest are paged in). */
+  timerWindow?: number
 }
 
 /** Parses a duration string ('500ms', '1h30m', '3 days') into milliseconds. */

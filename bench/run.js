@@ -14,7 +14,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const WORKLOADS = ['W1', 'W2', 'W2F', 'W3', 'W4', 'W5', 'E1', 'E2'];
+const WORKLOADS = ['W1', 'W2', 'W2F', 'W3', 'W4', 'W5', 'W5B', 'E1', 'E2'];
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -229,51 +229,10 @@ const workloads = {
   },
 
   // W5 sleep: 100k runs parked on a durable sleep → RSS growth and store size while parked;
-  // then they all wake at once and drain.
-  async W5(d) {
-    const N = Number(process.env.BENCH_W5_RUNS) || 100_000;
-    d.configure({ dataDir: d.dataDir });
-    let woke = 0;
-    let allWoke;
-    const drained = new Promise((r) => (allWoke = r));
-    let parked = 0;
-    const t = d.task({
-      id: 'w5-sleeper',
-      run: async (p, { step }) => {
-        await step.run('before', () => ++parked);
-        await step.sleepUntil('nap', p.wakeAt);
-        if (++woke === N) allWoke();
-        return null;
-      },
-    });
-    await d.start();
-    for (let i = 0; i < 200; i++) await t.trigger({ wakeAt: 0 }); // warm-up
-    woke = 0;
-    global.gc?.();
-    const rss0 = process.memoryUsage().rss;
-    const wakeAt = Date.now() + 25_000;
-    const t0 = now();
-    for (let i = 0; i < N; i += 10_000) {
-      await t.batchTrigger(Array.from({ length: Math.min(10_000, N - i) }, () => ({ payload: { wakeAt } })));
-    }
-    // Parked: every run has stored 'before' and reported its sleep.
-    for (;;) {
-      const s = await d.stats();
-      if (s.delayed >= N && s.running === 0 && s.ready === 0) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const parkMs = ms(now() - t0);
-    global.gc?.();
-    await new Promise((r) => setTimeout(r, 200));
-    const rss1 = process.memoryUsage().rss;
-    const storeBytes = dirBytes(d.dataDir);
-    if (Date.now() >= wakeAt) throw new Error('W5: parking took longer than the sleep; raise the sleep');
-    await new Promise((r) => setTimeout(r, wakeAt - Date.now()));
-    const t1 = now();
-    await drained;
-    const drainMs = ms(now() - t1);
-    return { runs: N, parkMs, rssGrowthMb: (rss1 - rss0) / 1048576, storeMb: storeBytes / 1048576, drainMs, drainRunsPerSec: N / (drainMs / 1000) };
-  },
+  // then they all wake at once and drain. Runs arrive as in an app: one trigger() per call
+  // from 50 concurrent callers (W5B: batchTrigger of 10k at a time).
+  W5: (d) => parkAndDrain(d, 'single'),
+  W5B: (d) => parkAndDrain(d, 'batch'),
 
   // E1 event ingest: 10k send() calls from 50 concurrent callers, each event starting a run
   // of its one subscriber.
@@ -335,6 +294,60 @@ function dirBytes(dir) {
     n += e.isDirectory() ? dirBytes(p) : fs.statSync(p).size;
   }
   return n;
+}
+
+async function parkAndDrain(d, load) {
+  const N = Number(process.env.BENCH_W5_RUNS) || 100_000;
+  d.configure({ dataDir: d.dataDir });
+  let woke = 0;
+  let allWoke;
+  const drained = new Promise((r) => (allWoke = r));
+  const t = d.task({
+    id: 'w5-sleeper',
+    run: async (p, { step }) => {
+      await step.run('before', () => 1);
+      await step.sleepUntil('nap', p.wakeAt);
+      if (++woke === N) allWoke();
+      return null;
+    },
+  });
+  await d.start();
+  for (let i = 0; i < 200; i++) await t.trigger({ wakeAt: 0 }); // warm-up
+  woke = 0;
+  global.gc?.();
+  await new Promise((r) => setTimeout(r, 1000));
+  const rss0 = process.memoryUsage().rss;
+  const wakeAt = Date.now() + 40_000;
+  const t0 = now();
+  if (load === 'batch') {
+    for (let i = 0; i < N; i += 10_000) {
+      await t.batchTrigger(Array.from({ length: Math.min(10_000, N - i) }, () => ({ payload: { wakeAt } })));
+    }
+  } else {
+    await Promise.all(
+      Array.from({ length: 50 }, async () => {
+        for (let i = 0; i < N / 50; i++) await t.trigger({ wakeAt });
+      }),
+    );
+  }
+  // Parked: every run has stored 'before' and reported its sleep.
+  for (;;) {
+    const s = await d.stats();
+    if (s.delayed >= N && s.running === 0 && s.ready === 0) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const parkMs = ms(now() - t0);
+  // RSS once the process has been idle for a second (the runs sleep for far longer).
+  global.gc?.();
+  await new Promise((r) => setTimeout(r, 1000));
+  const rss1 = process.memoryUsage().rss;
+  const storeBytes = dirBytes(d.dataDir);
+  if (Date.now() >= wakeAt) throw new Error('W5: parking took longer than the sleep; raise the sleep');
+  await new Promise((r) => setTimeout(r, wakeAt - Date.now()));
+  const t1 = now();
+  await drained;
+  const drainMs = ms(now() - t1);
+  return { runs: N, parkMs, rssGrowthMb: (rss1 - rss0) / 1048576, storeMb: storeBytes / 1048576, drainMs, drainRunsPerSec: N / (drainMs / 1000) };
 }
 
 async function child(name) {
@@ -420,11 +433,12 @@ function rows(r, syncDelay) {
     add('W3', 'trigger→completed p99 ms', c.p99, f2, 3, false, proto.doneP99);
   }
   if (r.W4) add('W4', '3-step runs/s (2k, C=50)', r.W4.runsPerSec, f0, 12_000, true, proto.W4);
-  if (r.W5) {
-    add('W5', `RSS growth, ${f0(r.W5.runs)} runs asleep (MB)`, r.W5.rssGrowthMb, f0, 150, false);
-    add('W5', 'store size while asleep (MB)', r.W5.storeMb, f0);
-    add('W5', 'runs parked per s (trigger → asleep)', r.W5.runs / (r.W5.parkMs / 1000), f0);
-    add('W5', 'drain after all wake, runs/s', r.W5.drainRunsPerSec, f0);
+  for (const [w, how] of [['W5', 'trigger() ×50 callers'], ['W5B', 'batchTrigger 10k']]) {
+    if (!r[w]) continue;
+    add(w, `RSS growth, ${f0(r[w].runs)} runs asleep, ${how} (MB)`, r[w].rssGrowthMb, f0, 150, false);
+    add(w, 'store size while asleep (MB)', r[w].storeMb, f0);
+    add(w, 'runs parked per s (trigger → asleep)', r[w].runs / (r[w].parkMs / 1000), f0);
+    add(w, 'drain after all wake, runs/s', r[w].drainRunsPerSec, f0);
   }
   if (r.E1) add('E1', 'send() events/s, 1 subscriber', r.E1.eventsPerSec, f0);
   if (r.E2) {

@@ -57,6 +57,8 @@ export interface EngineConfig {
   manualClockMs?: number;
   /** Benchmarks only (env DURABLY_SIM_SYNC_DELAY_MS): pause after every sync. */
   simSyncDelayMs?: number;
+  /** Tests only (env DURABLY_TIMER_WINDOW): timers of parked runs kept in memory. */
+  timerWindow?: number;
 }
 
 export interface TaskDef {
@@ -182,7 +184,9 @@ export function resolveConfig(opts: ConfigureOptions, env: NodeJS.ProcessEnv = p
   }
   const sim = Number(env.DURABLY_SIM_SYNC_DELAY_MS ?? 0);
   const simSyncDelayMs = Number.isFinite(sim) && sim > 0 ? Math.round(sim) : undefined;
-  return { dataDir: path.resolve(dataDir), concurrency, durability, flushIntervalMs, maxPayloadBytes, cacheBytes: opts.cacheBytes, simSyncDelayMs };
+  const window = Number(env.DURABLY_TIMER_WINDOW ?? NaN);
+  const timerWindow = Number.isInteger(window) && window >= 0 ? window : undefined;
+  return { dataDir: path.resolve(dataDir), concurrency, durability, flushIntervalMs, maxPayloadBytes, cacheBytes: opts.cacheBytes, simSyncDelayMs, timerWindow };
 }
 
 interface ClaimedStep {
@@ -314,6 +318,7 @@ export class Engine {
         cacheBytes: c.cacheBytes,
         manualClockMs: c.manualClockMs,
         simSyncDelayMs: c.simSyncDelayMs,
+        timerWindow: c.timerWindow,
       }),
     );
     try {

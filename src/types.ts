@@ -277,7 +277,8 @@ export interface ConfigureOptions {
   flushInterval?: Duration;
   /** Largest payload, step output or run output, in bytes of JSON (default 4 MiB). */
   maxPayloadBytes?: number;
-  /** sled's page cache (default 64 MiB). */
+  /** Bytes of sled's page cache (default 16 MiB, at least 1 MiB). More helps only when
+   * runs often read records that have left the cache, e.g. replays of long-parked runs. */
   cacheBytes?: number;
 }
 

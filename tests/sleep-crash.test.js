@@ -22,8 +22,8 @@ after(() => {
  * Starts the worker; `line(prefix)` resolves with the JSON after the first stdout line
  * starting with `prefix` (rejects if the child exits first), `exit` with how it ended.
  */
-function worker(args) {
-  const env = { ...process.env };
+function worker(args, extraEnv = {}) {
+  const env = { ...process.env, ...extraEnv };
   delete env.DURABLY_DATA_DIR; // would override the worker's dataDir
   const child = spawn(process.execPath, [WORKER, ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
@@ -134,4 +134,37 @@ test('an event wait survives kill -9: send() in another process resumes the run'
   assert.strictEqual(ran.before.length, 1);
   assert.strictEqual(ran.after.length, 1);
   assert.strictEqual(ran.after[0].pid, second.child.pid);
+});
+
+test('runs asleep beyond the in-memory timer window survive kill -9 and each wakes at its own deadline', { timeout: 30_000 }, async () => {
+  // A window of 2: of the 12 sleeping runs, 10 are kept only in the store's queue index and
+  // paged in by the second process as their deadlines come.
+  const env = { DURABLY_TIMER_WINDOW: '2' };
+  const dataDir = path.join(base, 'many');
+  const effects = path.join(base, 'many-effects.log');
+
+  const first = worker([dataDir, effects, 'park-many'], env);
+  const parked = await first.line('READY');
+  await killHard(first);
+  assert.strictEqual(parked.length, 12);
+
+  const second = worker([dataDir, effects, 'resume-many', parked.map((r) => r.id).join(',')], env);
+  const done = await second.line('DONE');
+  assert.strictEqual((await second.exit).code, 0);
+  assert.deepStrictEqual(done.map((r) => r.status), Array(12).fill('completed'));
+  const woke = [];
+  for (const run of parked) {
+    const wakeAt = Date.parse(run.steps.find((s) => s.id === 'nap').wakeAt);
+    const ran = effectsOf(effects, run.id);
+    assert.strictEqual(ran.before.length, 1, "'before' ran once");
+    assert.strictEqual(ran.after.length, 1, "'after' ran once");
+    assert.strictEqual(ran.after[0].pid, second.child.pid);
+    assert.ok(ran.after[0].at >= wakeAt, `'after' ran ${wakeAt - ran.after[0].at} ms before the deadline`);
+    woke.push([wakeAt, ran.after[0].at]);
+  }
+  // Woken in deadline order: a later deadline never ran before an earlier one.
+  woke.sort((a, b) => a[0] - b[0]);
+  for (let i = 1; i < woke.length; i++) {
+    if (woke[i][0] > woke[i - 1][0]) assert.ok(woke[i][1] >= woke[i - 1][1], 'woken in deadline order');
+  }
 });

@@ -598,6 +598,11 @@ impl Engine {
                     st.as_ref().map(|st| st.attempts).unwrap_or(0),
                     st.and_then(|st| st.started_at),
                 )
+            } else if let Some((task, from, entry, attempts, started_at)) =
+                self.spilled_run(s, store, run)?
+            {
+                s.spilled = s.spilled.saturating_sub(1);
+                (from, task, Some(entry), attempts, started_at)
             } else {
                 return Ok(false);
             };
@@ -638,6 +643,62 @@ impl Engine {
         Ok(true)
     }
 
+    /// A live run that the scheduler keeps only in the store (its timer spilled, see
+    /// `Sched::spill_after`): its task, state, queue entry, attempts and start.
+    #[allow(clippy::type_complexity)]
+    fn spilled_run(
+        &self,
+        s: &Sched,
+        store: &dyn Store,
+        run: &str,
+    ) -> Result<Option<(String, RunStatus, (u64, u64), u32, Option<u64>)>> {
+        if s.spilled == 0 || s.pending_outcomes.contains_key(run) {
+            return Ok(None);
+        }
+        let Some((rec, st)) = store.run(run)? else {
+            return Ok(None);
+        };
+        let entry = match &st {
+            Some(st) if !st.status.is_terminal() => st.entry,
+            Some(_) => None,
+            // Never changed since its (delayed) trigger: its entry is at its `ready_at`.
+            None => {
+                let mut after = (rec.ready_at, 0);
+                let mut found = None;
+                'pages: loop {
+                    let page = store.queue_after(Some(after), 1024)?;
+                    let Some(last) = page.last() else { break };
+                    after = (last.ready_at, last.seq);
+                    for e in page {
+                        if e.ready_at > rec.ready_at {
+                            break 'pages;
+                        }
+                        if e.id == run {
+                            found = Some((e.ready_at, e.seq));
+                            break 'pages;
+                        }
+                    }
+                }
+                found
+            }
+        };
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        let from = match st.as_ref().map(|st| st.status) {
+            Some(s @ (RunStatus::Delayed | RunStatus::Waiting)) => s,
+            _ => RunStatus::Queued,
+        };
+        let attempts = st.as_ref().map(|st| st.attempts).unwrap_or(0);
+        Ok(Some((
+            rec.task,
+            from,
+            entry,
+            attempts,
+            st.and_then(|st| st.started_at),
+        )))
+    }
+
     /// Bookkeeping when a run ends: flow facts, singleton and debounce keys, `cancelOn`,
     /// and the parent's `step.invoke`.
     #[allow(clippy::too_many_arguments)]
@@ -675,8 +736,10 @@ impl Engine {
                     step,
                 });
             }
-            s.pending_outcomes.insert(run.to_string(), out.clone());
         }
+        // Until its commit applies, the store still shows the run live: lookups (a child's
+        // outcome, a second cancel, a page-in of its spilled timer) consult this first.
+        s.pending_outcomes.insert(run.to_string(), out.clone());
     }
 
     /// Starts the `onFailure` run of a task after a run failed for good.

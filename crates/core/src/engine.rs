@@ -49,6 +49,10 @@ pub struct EngineOptions {
     pub durability: Durability,
     /// Extra pause per sync, to measure as if on a slower disk (benchmarks only).
     pub sim_sync_delay_ms: u64,
+    /// How many timers of runs waiting on time alone (sleeping, delayed, backing off) the
+    /// scheduler keeps in memory; later ones stay in the store's queue index and are paged
+    /// in as their time comes, so parked runs cost disk, not heap.
+    pub timer_window: usize,
 }
 
 impl Default for EngineOptions {
@@ -58,6 +62,7 @@ impl Default for EngineOptions {
             max_payload_bytes: 4 * 1024 * 1024,
             durability: Durability::Sync,
             sim_sync_delay_ms: 0,
+            timer_window: 4096,
         }
     }
 }
@@ -665,6 +670,17 @@ pub(crate) struct Sched {
     pub(crate) waiters: HashMap<String, Vec<oneshot::Sender<Outcome>>>,
     pub(crate) seq: u64,
     pub(crate) ids: ulid::Generator,
+    /// The timer window. A run waiting on time alone (no flow facts, no indexed wait) whose
+    /// queue entry sorts after `spill_after` is kept only in the store's queue index: it has
+    /// no `entries`, `timers` or `waiting` item. Every such entry at or before `spill_after`
+    /// is in memory; `refill` pages the next ones in when their time comes.
+    pub(crate) spill_after: Option<(u64, u64)>,
+    /// How many runs are spilled (for `stats`; exact unless a restart intervened).
+    pub(crate) spilled: usize,
+    /// Timers kept in memory before the latest ones spill (`EngineOptions::timer_window`).
+    pub(crate) timer_window: usize,
+    /// `timers.len()` at which to spill again.
+    pub(crate) timer_cap: usize,
 }
 
 impl Sched {
@@ -673,7 +689,17 @@ impl Sched {
             return; // superseded by a newer entry of the same run
         }
         if e.ready_at > now {
+            if self
+                .spill_after
+                .is_some_and(|after| (e.ready_at, e.seq) > after && self.spillable(&e.id))
+            {
+                self.spill(&e.id);
+                return;
+            }
             self.timers.push(Timer::from_entry(e));
+            if self.timers.len() > self.timer_cap.max(2 * self.timer_window) {
+                self.shrink_timers();
+            }
         } else if self.tasks.contains_key(&e.task) {
             let priority = self.flows.get(&e.id).map(|f| f.priority).unwrap_or(0);
             self.ready.push(Ready(priority, Timer::from_entry(e)));
@@ -696,6 +722,94 @@ impl Sched {
         self.entries.insert(e.id.clone(), (ready_at, seq));
         self.deferred.push(e.clone());
         e
+    }
+
+    /// Whether the run waits on time alone, so its queue entry in the store says all there is.
+    fn spillable(&self, id: &str) -> bool {
+        !self.flows.contains_key(id)
+            && !self.waiting.get(id).is_some_and(WaitingRun::indexed)
+            && !self.pending_outcomes.contains_key(id)
+    }
+
+    fn spill(&mut self, id: &str) {
+        self.entries.remove(id);
+        self.waiting.remove(id);
+        self.fresh.remove(id);
+        self.spilled += 1;
+    }
+
+    /// Keeps the `timer_window` soonest spillable timers (and every other one) in memory and
+    /// leaves the later ones in the store.
+    fn shrink_timers(&mut self) {
+        let soonest_last = std::mem::take(&mut self.timers).into_sorted_vec();
+        let mut kept = Vec::with_capacity(self.timer_window * 2);
+        let mut in_window = 0;
+        let mut last_kept = None;
+        let mut spilled_any = false;
+        for t in soonest_last.into_iter().rev() {
+            let Reverse(key) = t.0;
+            if self.entries.get(&t.1) != Some(&key) {
+                continue; // stale
+            }
+            if !self.spillable(&t.1) {
+                kept.push(t);
+            } else if in_window < self.timer_window {
+                in_window += 1;
+                last_kept = Some(key);
+                kept.push(t);
+            } else {
+                self.spill(&t.1);
+                spilled_any = true;
+            }
+        }
+        if spilled_any {
+            self.spill_after = last_kept.or(Some((0, 0)));
+        }
+        self.timers = BinaryHeap::from(kept);
+        self.timer_cap = 2 * self.timers.len();
+    }
+
+    /// Pages in spilled timers that are due, a window at a time, while the ready queue is
+    /// shorter than the window and than `want` (a mass wake-up drains in windows).
+    pub(crate) fn refill(&mut self, store: &dyn Store, now: u64, want: usize) -> Result<()> {
+        while let Some(after) = self.spill_after {
+            if after.0 > now || self.ready.len() >= self.timer_window.max(want) {
+                break;
+            }
+            let page = store.queue_after(Some(after), self.timer_window.max(1))?;
+            let full = page.len() >= self.timer_window.max(1);
+            self.spill_after = match page.last() {
+                Some(e) if full => Some((e.ready_at, e.seq)),
+                _ => None,
+            };
+            if self.spill_after.is_none() {
+                self.spilled = 0;
+            }
+            for e in page {
+                // In memory already (or superseded there), running, parked on an indexed wait,
+                // or ended with the commit pending: not a spilled timer.
+                if self.entries.contains_key(&e.id)
+                    || self.running.contains_key(&e.id)
+                    || self.waiting.contains_key(&e.id)
+                    || self.pending_outcomes.contains_key(&e.id)
+                {
+                    continue;
+                }
+                self.spilled = self.spilled.saturating_sub(1);
+                self.entries.insert(e.id.clone(), (e.ready_at, e.seq));
+                self.schedule(e, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// When the timers the scheduler keeps (in memory or spilled) next need a look.
+    pub(crate) fn next_timer(&self) -> Option<u64> {
+        let spilled = self.spill_after.map(|(at, _)| at);
+        match (self.timers.peek().map(Timer::at), spilled) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub(crate) fn promote(&mut self, now: u64) {
@@ -760,7 +874,10 @@ impl Engine {
         if opts.concurrency == 0 {
             return Err(Error::bad_option("concurrency", "must be at least 1"));
         }
-        let mut sched = Sched::default();
+        let mut sched = Sched {
+            timer_window: opts.timer_window,
+            ..Sched::default()
+        };
         let now = clock.now_ms();
         let mut stale = Vec::new();
         let mut latest: HashMap<String, QueueEntry> = HashMap::new();
@@ -1253,13 +1370,14 @@ impl Engine {
                     after.new_runs.append(&mut s.deferred);
                 }
                 self.release_throttled(&mut s, now);
-                s.promote(now);
                 let room = self
                     .inner
                     .opts
                     .concurrency
                     .saturating_sub(s.running.len())
                     .min(max);
+                s.refill(&*store, now, room)?;
+                s.promote(now);
                 let mut picked = Vec::new();
                 while picked.len() < room {
                     let Some(Ready(_, t)) = s.ready.pop() else {
@@ -1302,11 +1420,7 @@ impl Engine {
                     picked.push((e, max_attempts, fresh));
                 }
                 let abort = std::mem::take(&mut s.abort);
-                let timer = if room == 0 {
-                    None
-                } else {
-                    s.timers.peek().map(Timer::at)
-                };
+                let timer = if room == 0 { None } else { s.next_timer() };
                 let next_wake = match (timer, Self::next_control_wake(&s)) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -2169,11 +2283,11 @@ impl Engine {
         s.promote(now);
         Ok(Stats {
             ready: s.ready.len(),
-            delayed: s.timers.len(),
+            delayed: s.timers.len() + s.spilled,
             running: s.running.len(),
             waiting: s.waiting.values().filter(|w| w.indexed()).count(),
             waiting_for_task: s.parked.values().map(Vec::len).sum(),
-            next_wake_at: s.timers.peek().map(Timer::at),
+            next_wake_at: s.next_timer(),
             control_due: Self::next_control_wake(&s).is_some_and(|at| at <= now),
         })
     }

@@ -1,6 +1,8 @@
 //! durably's engine: durable runs, steps and their scheduler over an embedded store.
 //! No napi and no JS types here: `crates/node` binds this to Node.js.
 
+#![forbid(unsafe_code)]
+
 pub mod clock;
 mod control;
 pub mod duration;
@@ -24,9 +26,12 @@ pub use writer::Durability;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Opens the sled store in `dir` (64 MiB cache unless given).
+/// Opens the sled store in `dir` (16 MiB cache unless given). DESIGN §2 says 64 MiB; sled
+/// counts its cache in serialized bytes and the nodes it keeps take about 1.5× that, so 64
+/// MiB cost ~95 MB of heap once the store is big, and no workload in `bench/` ran faster
+/// with it than with 16 MiB (bench/RESULTS.md).
 pub fn open_sled(dir: &Path, cache_bytes: Option<u64>) -> Result<Arc<dyn store::Store>> {
-    let kv = store::SledKv::open(dir, cache_bytes.unwrap_or(64 * 1024 * 1024))?;
+    let kv = store::SledKv::open(dir, cache_bytes.unwrap_or(16 * 1024 * 1024))?;
     Ok(Arc::new(store::KvStore::open(kv)?))
 }
 

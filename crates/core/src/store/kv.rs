@@ -231,12 +231,19 @@ impl<K: Kv> Store for KvStore<K> {
             .collect())
     }
 
-    fn queue(&self) -> Result<Vec<QueueEntry>> {
+    fn queue_after(&self, after: Option<(u64, u64)>, limit: usize) -> Result<Vec<QueueEntry>> {
         let mut out = Vec::new();
-        self.kv.scan(b"q/", false, None, &mut |k, v| {
+        let start = after.map(|(at, seq)| queue_key(at, seq));
+        self.kv.scan(b"q/", false, start.as_deref(), &mut |k, v| {
+            if out.len() >= limit {
+                return false;
+            }
             if k.len() == 18 {
                 let ready_at = u64::from_be_bytes(k[2..10].try_into().unwrap_or_default());
                 let seq = u64::from_be_bytes(k[10..18].try_into().unwrap_or_default());
+                if after == Some((ready_at, seq)) {
+                    return true; // `start` is inclusive
+                }
                 let mut parts = v.splitn(2, |b| *b == 0);
                 let id = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
                 let task = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();

@@ -88,7 +88,12 @@ pub trait Store: Send + Sync + 'static {
     /// The run's steps in key order.
     fn steps(&self, run: &str) -> Result<Vec<(String, StepRecord)>>;
     /// Every queue entry: runs that have not ended (recovery rebuilds the scheduler from it).
-    fn queue(&self) -> Result<Vec<QueueEntry>>;
+    fn queue(&self) -> Result<Vec<QueueEntry>> {
+        self.queue_after(None, usize::MAX)
+    }
+    /// Up to `limit` queue entries in (ready_at, seq) order, strictly after `after`: how the
+    /// scheduler pages in timers it keeps only on disk.
+    fn queue_after(&self, after: Option<(u64, u64)>, limit: usize) -> Result<Vec<QueueEntry>>;
     /// The event with this id, if stored.
     fn event(&self, id: &str) -> Result<Option<EventRecord>>;
     /// Visits events named `name` ingested strictly after `after` = (ts, seq), oldest
