@@ -185,7 +185,7 @@ export function resolveConfig(opts: ConfigureOptions, env: NodeJS.ProcessEnv = p
   const sim = Number(env.DURABLY_SIM_SYNC_DELAY_MS ?? 0);
   const simSyncDelayMs = Number.isFinite(sim) && sim > 0 ? Math.round(sim) : undefined;
   const window = Number(env.DURABLY_TIMER_WINDOW ?? NaN);
-  const timerWindow = Number.isInteger(window) && window >= 0 ? window : undefined;
+  const timerWindow = Number.isInteger(window) && window >= 1 ? window : undefined;
   return { dataDir: path.resolve(dataDir), concurrency, durability, flushIntervalMs, maxPayloadBytes, cacheBytes: opts.cacheBytes, simSyncDelayMs, timerWindow };
 }
 

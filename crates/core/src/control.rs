@@ -652,7 +652,10 @@ impl Engine {
         store: &dyn Store,
         run: &str,
     ) -> Result<Option<(String, RunStatus, (u64, u64), u32, Option<u64>)>> {
-        if s.spilled == 0 || s.pending_outcomes.contains_key(run) {
+        let Some(after) = s.spill_after else {
+            return Ok(None); // nothing is spilled
+        };
+        if s.pending_outcomes.contains_key(run) {
             return Ok(None);
         }
         let Some((rec, st)) = store.run(run)? else {
@@ -682,7 +685,8 @@ impl Engine {
                 found
             }
         };
-        let Some(entry) = entry else {
+        // Spilled entries sort after `spill_after`; anything else is in memory or stale.
+        let Some(entry) = entry.filter(|e| *e > after) else {
             return Ok(None);
         };
         let from = match st.as_ref().map(|st| st.status) {

@@ -681,6 +681,8 @@ pub(crate) struct Sched {
     pub(crate) timer_window: usize,
     /// `timers.len()` at which to spill again.
     pub(crate) timer_cap: usize,
+    /// Duplicate queue entries found at open, whose removal may not be applied yet.
+    pub(crate) stale_entries: HashSet<(u64, u64)>,
 }
 
 impl Sched {
@@ -770,10 +772,19 @@ impl Sched {
     }
 
     /// Pages in spilled timers that are due, a window at a time, while the ready queue is
-    /// shorter than the window and than `want` (a mass wake-up drains in windows).
+    /// shorter than the window and than `want` (a mass wake-up drains in windows), or while
+    /// the run it would hand out next is younger than a due spilled one (which has priority 0,
+    /// no flow facts, and is older: no starving behind new triggers).
     pub(crate) fn refill(&mut self, store: &dyn Store, now: u64, want: usize) -> Result<()> {
         while let Some(after) = self.spill_after {
-            if after.0 > now || self.ready.len() >= self.timer_window.max(want) {
+            if after.0 > now {
+                break;
+            }
+            let behind = self.ready.peek().is_some_and(|Ready(priority, t)| {
+                let Reverse(key) = t.0;
+                *priority < 0 || (*priority == 0 && key > after)
+            });
+            if self.ready.len() >= self.timer_window.max(want) && !behind {
                 break;
             }
             let page = store.queue_after(Some(after), self.timer_window.max(1))?;
@@ -792,6 +803,7 @@ impl Sched {
                     || self.running.contains_key(&e.id)
                     || self.waiting.contains_key(&e.id)
                     || self.pending_outcomes.contains_key(&e.id)
+                    || self.stale_entries.contains(&(e.ready_at, e.seq))
                 {
                     continue;
                 }
@@ -875,7 +887,7 @@ impl Engine {
             return Err(Error::bad_option("concurrency", "must be at least 1"));
         }
         let mut sched = Sched {
-            timer_window: opts.timer_window,
+            timer_window: opts.timer_window.max(1),
             ..Sched::default()
         };
         let now = clock.now_ms();
@@ -896,6 +908,7 @@ impl Engine {
         for e in &recovered {
             sched.entries.insert(e.id.clone(), (e.ready_at, e.seq));
         }
+        sched.stale_entries = stale.iter().map(|e| (e.ready_at, e.seq)).collect();
         let mut cleanup: Vec<Write> = stale
             .into_iter()
             .map(|e| Write::Dequeue {
@@ -1567,7 +1580,13 @@ impl Engine {
             let store = self.store()?;
             let mut s = self.sched()?;
             for op in ops {
-                self.apply_op(&mut s, &*store, op, now, &mut writes, &mut after)?;
+                if let Err(e) = self.apply_op(&mut s, &*store, op, now, &mut writes, &mut after) {
+                    // Nothing of the batch is written: the runs it ended are not ending.
+                    for (id, _) in &after.finished {
+                        s.pending_outcomes.remove(id);
+                    }
+                    return Err(e);
+                }
             }
             after.new_runs.append(&mut s.deferred);
         }
@@ -2288,7 +2307,8 @@ impl Engine {
             waiting: s.waiting.values().filter(|w| w.indexed()).count(),
             waiting_for_task: s.parked.values().map(Vec::len).sum(),
             next_wake_at: s.next_timer(),
-            control_due: Self::next_control_wake(&s).is_some_and(|at| at <= now),
+            control_due: Self::next_control_wake(&s).is_some_and(|at| at <= now)
+                || s.spill_after.is_some_and(|(at, _)| at <= now),
         })
     }
 

@@ -15,17 +15,18 @@ use std::sync::Arc;
 
 const EPOCH: u64 = 1_700_000_000_000;
 
-fn opts() -> EngineOptions {
-    EngineOptions {
-        timer_window: 2,
+fn open_with(store: Arc<dyn Store>, clock: &Arc<ManualClock>, window: usize) -> Engine {
+    let opts = EngineOptions {
+        timer_window: window,
         ..EngineOptions::default()
-    }
+    };
+    let engine = Engine::open(store, clock.clone(), opts).unwrap();
+    engine.register_task("t", TaskPolicy::default()).unwrap();
+    engine
 }
 
 fn open(store: Arc<dyn Store>, clock: &Arc<ManualClock>) -> Engine {
-    let engine = Engine::open(store, clock.clone(), opts()).unwrap();
-    engine.register_task("t", TaskPolicy::default()).unwrap();
-    engine
+    open_with(store, clock, 2)
 }
 
 async fn trigger(engine: &Engine, item: Value) -> String {
@@ -206,4 +207,75 @@ async fn spilled_timers_survive_a_close_and_reopen() {
     }
     wake_in_order(&engine, &clock, &runs);
     engine.close();
+}
+
+#[tokio::test]
+async fn a_window_of_zero_works_as_a_window_of_one() {
+    let clock = Arc::new(ManualClock::new(EPOCH));
+    let engine = open_with(open_memory().unwrap(), &clock, 0);
+    let run = trigger(
+        &engine,
+        json!({"task": "t", "payload": {}, "delayMs": 1_000}),
+    )
+    .await;
+    // A claim on another thread, so that a scheduler that spins fails the test, not hangs it.
+    let claim = |engine: &Engine| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let engine = engine.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(engine.try_claim(10).map(|c| ids(&c).join(",")));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("try_claim returns")
+            .unwrap()
+    };
+    assert_eq!(claim(&engine), "");
+    clock.set(EPOCH + 1_000);
+    assert_eq!(claim(&engine), run);
+}
+
+#[tokio::test]
+async fn due_spilled_sleepers_go_before_runs_triggered_after_they_woke() {
+    let clock = Arc::new(ManualClock::new(EPOCH));
+    let engine = open(open_memory().unwrap(), &clock);
+    let t = EPOCH + 1_000;
+    let mut sleepers = Vec::new();
+    for _ in 0..6 {
+        sleepers.push(sleeper(&engine, t).await);
+    }
+    clock.set(t + 1);
+    // New work keeps the ready queue at the window's size: two queued, one more per claim.
+    trigger(&engine, json!({"task": "t", "payload": {}})).await;
+    trigger(&engine, json!({"task": "t", "payload": {}})).await;
+    let mut claimed = Vec::new();
+    for _ in 0..12 {
+        claimed.extend(engine.try_claim(1).unwrap().into_iter().map(|c| c.id));
+        trigger(&engine, json!({"task": "t", "payload": {}})).await;
+    }
+    assert_eq!(
+        &claimed[..6],
+        &sleepers[..],
+        "oldest first: the sleepers woke at t"
+    );
+}
+
+#[tokio::test]
+async fn stats_show_work_due_while_only_spilled_runs_are_due() {
+    let clock = Arc::new(ManualClock::new(EPOCH));
+    let engine = open(open_memory().unwrap(), &clock);
+    let t = EPOCH + 1_000;
+    let mut runs = Vec::new();
+    for _ in 0..6 {
+        runs.push(sleeper(&engine, t).await);
+    }
+    // The two kept in memory are cancelled; the four spilled ones remain.
+    assert!(engine.cancel(&runs[0]).await.unwrap());
+    assert!(engine.cancel(&runs[1]).await.unwrap());
+    clock.set(t);
+    let s = engine.stats().unwrap();
+    assert!(
+        s.ready > 0 || s.control_due,
+        "stats look idle while 4 runs are due: {s:?}"
+    );
+    assert_eq!(claim_all(&engine), runs[2..].to_vec());
 }
