@@ -1389,8 +1389,10 @@ impl Engine {
                     .concurrency
                     .saturating_sub(s.running.len())
                     .min(max);
-                s.refill(&*store, now, room)?;
+                // Promote first: then the in-memory timers are all in the future, and a shrink
+                // while paging in can only move `spill_after` past now.
                 s.promote(now);
+                s.refill(&*store, now, room)?;
                 let mut picked = Vec::new();
                 while picked.len() < room {
                     let Some(Ready(_, t)) = s.ready.pop() else {
@@ -2302,7 +2304,13 @@ impl Engine {
         s.promote(now);
         Ok(Stats {
             ready: s.ready.len(),
-            delayed: s.timers.len() + s.spilled,
+            // Live timers only: a cancelled or rescheduled run leaves its old one in the heap.
+            delayed: s
+                .timers
+                .iter()
+                .filter(|t| s.entries.get(&t.1) == Some(&t.0 .0))
+                .count()
+                + s.spilled,
             running: s.running.len(),
             waiting: s.waiting.values().filter(|w| w.indexed()).count(),
             waiting_for_task: s.parked.values().map(Vec::len).sum(),
