@@ -291,72 +291,94 @@ impl Rng {
     }
 }
 
-/// Random delayed triggers, sleeps, completions, cancels and clock moves against a window of
-/// 3, checked against a model of when each live run is due: a run is handed out exactly when
-/// it is due (never before, never left behind once due), never twice, never after a cancel.
+/// Random delayed triggers, sleeps, completions, cancels and clock moves (and, on sled,
+/// restarts) against a window of 3, checked against a model of when each live run is due: a
+/// run is handed out exactly when it is due (never before, never left behind once due), never
+/// twice, never after a cancel, and `stats().delayed` counts exactly the runs not yet due.
+async fn model_check(seed: u64, steps: usize, dir: Option<&std::path::Path>) {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let clock = Arc::new(ManualClock::new(EPOCH));
+    let store = || match dir {
+        Some(d) => open_sled(d, None).unwrap(),
+        None => open_memory().unwrap(),
+    };
+    let mut engine = open_with(store(), &clock, 3);
+    // Live runs that are not running → when they are due.
+    let mut due: std::collections::HashMap<String, u64> = Default::default();
+    let mut now = EPOCH;
+    for step in 0..steps {
+        match rng.below(10) {
+            0..=2 => {
+                let delay = rng.below(5_000);
+                let item = json!({"task": "t", "payload": {}, "delayMs": delay});
+                due.insert(trigger(&engine, item).await, now + delay);
+            }
+            3 if !due.is_empty() => {
+                let mut ids: Vec<&String> = due.keys().collect();
+                ids.sort();
+                let victim = ids[rng.below(ids.len() as u64) as usize].clone();
+                assert!(
+                    engine.cancel(&victim).await.unwrap(),
+                    "seed {seed} step {step}"
+                );
+                due.remove(&victim);
+            }
+            4..=6 => {
+                now += rng.below(3_000);
+                clock.set(now);
+            }
+            7 if dir.is_some() => {
+                engine.close();
+                engine = open_with(store(), &clock, 3);
+            }
+            _ => {}
+        }
+        // Hand out everything due; each run either completes or sleeps again.
+        for id in claim_all(&engine) {
+            let at = due.remove(&id);
+            assert!(
+                at.is_some_and(|at| at <= now),
+                "seed {seed} step {step}: {id} handed out at {now}, due {at:?}"
+            );
+            if rng.below(2) == 0 {
+                report(
+                    &engine,
+                    json!([{"op": "complete", "run": id, "output": null}]),
+                )
+                .await;
+            } else {
+                let wake_at = now + 1 + rng.below(4_000);
+                let wait =
+                    json!({"kind": "sleep", "key": format!("nap-{step}"), "wakeAt": wake_at});
+                report(&engine, json!([{"op": "wait", "run": id, "waits": [wait]}])).await;
+                due.insert(id, wake_at);
+            }
+        }
+        let left: Vec<_> = due.iter().filter(|(_, at)| **at <= now).collect();
+        assert!(
+            left.is_empty(),
+            "seed {seed} step {step}: due but not handed out: {left:?}"
+        );
+        assert_eq!(
+            engine.stats().unwrap().delayed,
+            due.len(),
+            "seed {seed} step {step}"
+        );
+    }
+    engine.close();
+}
+
 #[tokio::test]
 async fn random_schedules_match_a_model_of_due_times() {
-    for seed in 1..=20u64 {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-        let clock = Arc::new(ManualClock::new(EPOCH));
-        let engine = open_with(open_memory().unwrap(), &clock, 3);
-        // Live runs that are not running → when they are due.
-        let mut due: std::collections::HashMap<String, u64> = Default::default();
-        let mut now = EPOCH;
-        for step in 0..300 {
-            match rng.below(10) {
-                0..=2 => {
-                    let delay = rng.below(5_000);
-                    let item = json!({"task": "t", "payload": {}, "delayMs": delay});
-                    due.insert(trigger(&engine, item).await, now + delay);
-                }
-                3 if !due.is_empty() => {
-                    let mut ids: Vec<&String> = due.keys().collect();
-                    ids.sort();
-                    let victim = ids[rng.below(ids.len() as u64) as usize].clone();
-                    assert!(
-                        engine.cancel(&victim).await.unwrap(),
-                        "seed {seed} step {step}"
-                    );
-                    due.remove(&victim);
-                }
-                4..=6 => {
-                    now += rng.below(3_000);
-                    clock.set(now);
-                }
-                _ => {}
-            }
-            // Hand out everything due; each run either completes or sleeps again.
-            for id in claim_all(&engine) {
-                let at = due.remove(&id);
-                assert!(
-                    at.is_some_and(|at| at <= now),
-                    "seed {seed} step {step}: {id} handed out at {now}, due {at:?}"
-                );
-                if rng.below(2) == 0 {
-                    report(
-                        &engine,
-                        json!([{"op": "complete", "run": id, "output": null}]),
-                    )
-                    .await;
-                } else {
-                    let wake_at = now + 1 + rng.below(4_000);
-                    let wait =
-                        json!({"kind": "sleep", "key": format!("nap-{step}"), "wakeAt": wake_at});
-                    report(&engine, json!([{"op": "wait", "run": id, "waits": [wait]}])).await;
-                    due.insert(id, wake_at);
-                }
-            }
-            let left: Vec<_> = due.iter().filter(|(_, at)| **at <= now).collect();
-            assert!(
-                left.is_empty(),
-                "seed {seed} step {step}: due but not handed out: {left:?}"
-            );
-            assert_eq!(
-                engine.stats().unwrap().delayed,
-                due.len(),
-                "seed {seed} step {step}"
-            );
-        }
+    for seed in 1..=20 {
+        model_check(seed, 300, None).await;
+    }
+}
+
+#[tokio::test]
+async fn random_schedules_with_restarts_match_the_model_on_sled() {
+    for seed in 1..=5 {
+        let dir = tempfile::tempdir().unwrap();
+        model_check(seed, 150, Some(dir.path())).await;
     }
 }
