@@ -55,6 +55,15 @@ async fn sleeper(engine: &Engine, wake_at: u64) -> String {
     run
 }
 
+/// `n` runs parked on sleeps until `wake_at`, in parking order.
+async fn sleepers(engine: &Engine, n: usize, wake_at: u64) -> Vec<String> {
+    let mut runs = Vec::with_capacity(n);
+    for _ in 0..n {
+        runs.push(sleeper(engine, wake_at).await);
+    }
+    runs
+}
+
 fn ids(claimed: &[Claimed]) -> Vec<&str> {
     claimed.iter().map(|c| c.id.as_str()).collect()
 }
@@ -121,10 +130,7 @@ async fn runs_asleep_beyond_the_window_wake_exactly_at_their_deadlines_in_order(
 async fn a_mass_wake_up_beyond_the_window_hands_out_every_run() {
     let clock = Arc::new(ManualClock::new(EPOCH));
     let engine = open(open_memory().unwrap(), &clock);
-    let mut runs = Vec::new();
-    for _ in 0..25 {
-        runs.push(sleeper(&engine, EPOCH + 60_000).await);
-    }
+    let runs = sleepers(&engine, 25, EPOCH + 60_000).await;
     clock.set(EPOCH + 60_000);
     let first = engine.try_claim(10).unwrap();
     assert_eq!(first.len(), 10, "one claim fills its batch across pages");
@@ -239,10 +245,7 @@ async fn due_spilled_sleepers_go_before_runs_triggered_after_they_woke() {
     let clock = Arc::new(ManualClock::new(EPOCH));
     let engine = open(open_memory().unwrap(), &clock);
     let t = EPOCH + 1_000;
-    let mut sleepers = Vec::new();
-    for _ in 0..6 {
-        sleepers.push(sleeper(&engine, t).await);
-    }
+    let sleepers = sleepers(&engine, 6, t).await;
     clock.set(t + 1);
     // New work keeps the ready queue at the window's size: two queued, one more per claim.
     trigger(&engine, json!({"task": "t", "payload": {}})).await;
@@ -264,10 +267,7 @@ async fn stats_show_work_due_while_only_spilled_runs_are_due() {
     let clock = Arc::new(ManualClock::new(EPOCH));
     let engine = open(open_memory().unwrap(), &clock);
     let t = EPOCH + 1_000;
-    let mut runs = Vec::new();
-    for _ in 0..6 {
-        runs.push(sleeper(&engine, t).await);
-    }
+    let runs = sleepers(&engine, 6, t).await;
     // The two kept in memory are cancelled; the four spilled ones remain.
     assert!(engine.cancel(&runs[0]).await.unwrap());
     assert!(engine.cancel(&runs[1]).await.unwrap());
