@@ -217,6 +217,7 @@ impl Engine {
             payload: proto.payload,
             tags: proto.tags,
             created_at: now,
+            created_seq: proto.created_seq.unwrap_or(s.seq),
             ready_at: proto.ready_at,
             event: proto.event,
             parent: proto.parent,
@@ -293,6 +294,7 @@ impl Engine {
             payload: proto.payload,
             tags: proto.tags,
             created_at: now,
+            created_seq: proto.created_seq.unwrap_or(s.seq),
             ready_at: now,
             event: proto.event,
             parent: proto.parent,
@@ -772,6 +774,7 @@ impl Engine {
             payload: rec.payload,
             tags: rec.tags,
             created_at: now,
+            created_seq: s.seq,
             ready_at: now,
             event: rec.event,
             parent: None,
@@ -837,6 +840,7 @@ impl Engine {
                 ready_at: now,
                 event: rec.event,
                 parent: None,
+                created_seq: None,
             };
             self.create_run(&mut s, proto, f, now, &mut writes, &mut after)?
         };
@@ -918,6 +922,7 @@ fn clone_record(r: &RunRecord) -> RunRecord {
         payload: r.payload.clone(),
         tags: r.tags.clone(),
         created_at: r.created_at,
+        created_seq: r.created_seq,
         ready_at: r.ready_at,
         event: r.event.clone(),
         parent: r.parent.clone(),

@@ -164,6 +164,8 @@ pub(crate) struct NewRun {
     pub ready_at: u64,
     pub event: Option<Json>,
     pub parent: Option<ParentRef>,
+    /// Where its waits start looking (`RunRecord::created_seq`); `None`: now.
+    pub created_seq: Option<u64>,
 }
 
 /// An event as sent: `id` is generated when absent.
@@ -351,6 +353,20 @@ pub(crate) fn to_raw<T: Serialize>(v: &T) -> Result<Json> {
 }
 
 impl Op {
+    /// The run the op is about.
+    pub fn run(&self) -> &str {
+        match self {
+            Op::Step { run, .. }
+            | Op::StepFailed { run, .. }
+            | Op::RetryStep { run, .. }
+            | Op::SendEvent { run, .. }
+            | Op::Wait { run, .. }
+            | Op::Complete { run, .. }
+            | Op::Fail { run, .. }
+            | Op::Release { run } => run,
+        }
+    }
+
     /// Parses a JSON array of ops. An op that cannot be read does not sink the others: if it
     /// names its run, that run fails (non-retriable, `E_INTERNAL`) instead of hanging.
     pub fn parse_batch(text: &str) -> Result<Vec<Op>> {
@@ -599,7 +615,7 @@ pub(crate) struct RunningRun {
     pub started_at: u64,
     pub max_attempts: u32,
     pub parent: Option<ParentRef>,
-    pub event_cursor: Option<(u64, u64)>,
+    pub event_cursor: Option<u64>,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -670,6 +686,8 @@ pub(crate) struct Sched {
     pub(crate) waiters: HashMap<String, Vec<oneshot::Sender<Outcome>>>,
     pub(crate) seq: u64,
     pub(crate) ids: ulid::Generator,
+    /// The time of the newest id handed out (ms).
+    pub(crate) id_floor: u64,
     /// The timer window. A run waiting on time alone (no flow facts, no indexed wait) whose
     /// queue entry sorts after `spill_after` is kept only in the store's queue index: it has
     /// no `entries`, `timers` or `waiting` item. Every such entry at or before `spill_after`
@@ -832,8 +850,11 @@ impl Sched {
         }
     }
 
+    /// A new id (`run_…`, `evt_…`): a ULID whose time never goes back, even when the wall
+    /// clock does, so ids sort in creation order (`runs.list` scans them newest first).
     pub(crate) fn next_id(&mut self, prefix: &str, now: u64) -> String {
-        let at = UNIX_EPOCH + Duration::from_millis(now);
+        self.id_floor = self.id_floor.max(now);
+        let at = UNIX_EPOCH + Duration::from_millis(self.id_floor);
         let id = self
             .ids
             .generate_from_datetime(at)
@@ -854,11 +875,18 @@ pub(crate) struct Inner {
     pub(crate) opts: EngineOptions,
     sched: Mutex<Sched>,
     /// Wakes the claimer: new ready work, a new earlier deadline, a clock jump, shutdown.
-    work: Notify,
+    work: Arc<Notify>,
     closed: AtomicBool,
+    /// Set when a store write or read failed (fail-stop, see `writer.rs`): memory may be ahead
+    /// of the disk, so the engine decides nothing more; every call fails with this error until
+    /// the owner reopens the store.
+    failed: Arc<Mutex<Option<Error>>>,
     /// Set by `kick`: the pending claim returns (even empty) so the executor can claim again.
     kicked: AtomicBool,
 }
+
+/// The longest the claimer sleeps without looking at the wall clock again.
+const MAX_NAP: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct Engine {
@@ -891,6 +919,10 @@ impl Engine {
             ..Sched::default()
         };
         let now = clock.now_ms();
+        sched.seq = store.seq_floor()?;
+        if let Some(newest) = store.newest_run_id()? {
+            sched.id_floor = id_time(&newest);
+        }
         let mut stale = Vec::new();
         let mut latest: HashMap<String, QueueEntry> = HashMap::new();
         for e in store.queue()? {
@@ -974,10 +1006,23 @@ impl Engine {
                 Err(e) => tracing::warn!("durably: schedule {} ignored: {e}", rec.id),
             }
         }
+        let work = Arc::new(Notify::new());
+        let failed: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
+        let on_fail = {
+            let (work, failed) = (work.clone(), failed.clone());
+            Arc::new(move |e: &Error| {
+                if let Ok(mut f) = failed.lock() {
+                    f.get_or_insert_with(|| e.clone());
+                }
+                work.notify_waiters();
+                work.notify_one();
+            })
+        };
         let writer = Writer::start(
             store.clone(),
             opts.durability,
             Duration::from_millis(opts.sim_sync_delay_ms),
+            on_fail,
         )?;
         if !cleanup.is_empty() {
             writer.submit(cleanup, Box::new(|_| {}));
@@ -988,8 +1033,9 @@ impl Engine {
             clock: clock.clone(),
             opts,
             sched: Mutex::new(sched),
-            work: Notify::new(),
+            work,
             closed: AtomicBool::new(false),
+            failed,
             kicked: AtomicBool::new(false),
         });
         let weak: Weak<Inner> = Arc::downgrade(&inner);
@@ -1027,10 +1073,31 @@ impl Engine {
 
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
-            Err(Error::Closed)
-        } else {
-            Ok(())
+            return Err(Error::Closed);
         }
+        match self.failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The store failure that stopped this engine, if one did (see `fail_stop`).
+    pub fn failure(&self) -> Option<Error> {
+        self.inner.failed.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Stops the engine deciding anything more after a store failure in the middle of a
+    /// decision: memory may already be ahead of the disk. Every later call fails with `e`;
+    /// the owner reopens the store, and the new engine rebuilds memory from the disk.
+    pub(crate) fn fail_stop(&self, e: &Error) {
+        if let Ok(mut f) = self.inner.failed.lock() {
+            if f.is_none() {
+                tracing::error!("durably: the engine stops until the store is reopened: {e}");
+                *f = Some(e.clone());
+            }
+        }
+        self.inner.work.notify_waiters();
+        self.inner.work.notify_one();
     }
 
     /// Registers (or replaces) a task's policy and event subscriptions; its waiting runs
@@ -1060,7 +1127,13 @@ impl Engine {
         Ok(())
     }
 
+    /// A payload, event data or token data: its size and nesting (`limits::check_value`).
     pub(crate) fn check_size(&self, what: &str, json: &Json) -> Result<()> {
+        crate::limits::check_value(what, json.get(), self.inner.opts.max_payload_bytes)
+    }
+
+    /// An output or an error: its size only (the core stores it without reading it).
+    fn check_output(&self, what: &str, json: &Json) -> Result<()> {
         let size = json.get().len();
         if size > self.inner.opts.max_payload_bytes {
             return Err(Error::PayloadTooLarge {
@@ -1070,6 +1143,147 @@ impl Engine {
             });
         }
         Ok(())
+    }
+
+    /// Checks an op before anything changes (issue: one bad op must not poison the batch).
+    /// A bad op becomes the failure of its own run (for good: the same op would come again),
+    /// with the reason as its error; an error too large to store is replaced by one that says so.
+    fn vet_op(&self, op: Op) -> Op {
+        let checked = (|| -> Result<()> {
+            match &op {
+                Op::Step { key, output, .. } => {
+                    check_step_key(key)?;
+                    self.check_output(&format!("the output of step \"{key}\""), output)
+                }
+                Op::StepFailed { key, .. } | Op::RetryStep { key, .. } => check_step_key(key),
+                Op::SendEvent { key, events, .. } => {
+                    check_step_key(key)?;
+                    self.check_events(events)
+                }
+                Op::Wait { waits, .. } => {
+                    for w in waits {
+                        self.check_wait(w)?;
+                    }
+                    Ok(())
+                }
+                Op::Complete { output, .. } => self.check_output("the output of the run", output),
+                Op::Fail { .. } | Op::Release { .. } => Ok(()),
+            }
+        })();
+        let op = match checked {
+            Ok(()) => op,
+            Err(e) => {
+                tracing::warn!(
+                    "durably: run {} reported a bad op, failing the run: {e}",
+                    op.run()
+                );
+                Op::Fail {
+                    run: op.run().to_string(),
+                    error: error_json(&e),
+                    non_retriable: true,
+                    retry_at: None,
+                }
+            }
+        };
+        let max = self.inner.opts.max_payload_bytes;
+        let fit = |error: Json| -> Json {
+            if error.get().len() <= max {
+                return error;
+            }
+            let e = Error::PayloadTooLarge {
+                what: "the error thrown".into(),
+                size: error.get().len(),
+                limit: max,
+            };
+            error_json(&e)
+        };
+        match op {
+            Op::StepFailed {
+                run,
+                key,
+                error,
+                attempt,
+            } => Op::StepFailed {
+                run,
+                key,
+                error: fit(error),
+                attempt,
+            },
+            Op::RetryStep {
+                run,
+                key,
+                error,
+                attempt,
+                retry_at,
+            } => Op::RetryStep {
+                run,
+                key,
+                error: fit(error),
+                attempt,
+                retry_at,
+            },
+            Op::Fail {
+                run,
+                error,
+                non_retriable,
+                retry_at,
+            } => Op::Fail {
+                run,
+                error: fit(error),
+                non_retriable,
+                retry_at,
+            },
+            other => other,
+        }
+    }
+
+    /// A wait as reported: names, ids and `if` expressions the engine will index.
+    fn check_wait(&self, w: &WaitReq) -> Result<()> {
+        match w {
+            WaitReq::Invoke { key, task, payload } => {
+                check_step_key(key)?;
+                crate::limits::check_name("task", "a task id", task)?;
+                self.check_size("the payload of step.invoke", payload)
+            }
+            WaitReq::Spec(spec) => {
+                check_step_key(spec.key())?;
+                match spec {
+                    WaitSpec::Event {
+                        events,
+                        if_expr,
+                        value,
+                        ..
+                    } => {
+                        if events.is_empty() {
+                            return Err(Error::bad_option(
+                                "event",
+                                "waitForEvent needs an event name",
+                            ));
+                        }
+                        for name in events {
+                            crate::limits::check_name("event", "an event name", name)?;
+                        }
+                        if let Some(src) = if_expr {
+                            expr::parse("waitForEvent.if", src)?;
+                        }
+                        if value.len() > crate::limits::MAX_NAME_BYTES * 64 {
+                            return Err(Error::bad_option(
+                                "match",
+                                "the value to match is too large",
+                            ));
+                        }
+                        Ok(())
+                    }
+                    WaitSpec::Token { token, .. } => {
+                        crate::limits::check_name("token", "a token id", token)
+                    }
+                    WaitSpec::Child { child, .. } => {
+                        crate::limits::check_name("child", "a run id", child)
+                    }
+                    WaitSpec::Sleep { .. } => Ok(()),
+                }
+            }
+        }
     }
 
     fn validate_item(&self, s: &Sched, item: &TriggerItem) -> Result<()> {
@@ -1082,13 +1296,29 @@ impl Engine {
         if item.tags.len() > 20 {
             return Err(Error::bad_option("tags", "at most 20 tags per run"));
         }
-        if let Some(t) = item.tags.iter().find(|t| t.is_empty() || t.len() > 128) {
+        if let Some(t) = item
+            .tags
+            .iter()
+            .find(|t| t.is_empty() || t.len() > 128 || t.contains('\0'))
+        {
             return Err(Error::bad_option(
                 "tags",
-                format!("tag {t:?} must be 1 to 128 characters"),
+                format!("tag {t:?} must be 1 to 128 bytes (UTF-8) without NUL"),
             ));
         }
-        Ok(())
+        flow::FlowKeys {
+            priority: item.priority,
+            concurrency_key: item.concurrency_key.clone(),
+            throttle_key: item.throttle_key.clone(),
+            rate_limit_key: item.rate_limit_key.clone(),
+            debounce_key: item.debounce_key.clone(),
+            singleton_key: item.singleton_key.clone(),
+            idempotency_key: item.idempotency_key.clone(),
+            idempotency_ttl_ms: item.idempotency_ttl_ms,
+            ttl_ms: item.ttl_ms,
+            cancel_on: item.cancel_on.clone(),
+        }
+        .check()
     }
 
     /// Enqueues runs durably. Each group is all-or-nothing: a group with one bad item is
@@ -1110,13 +1340,13 @@ impl Engine {
                 Ok(x) => x,
                 Err(e) => return groups.iter().map(|_| Err(e.clone())).collect(),
             };
+            let n_groups = groups.len();
             for group in groups {
                 if let Some(err) = group.iter().find_map(|i| self.validate_item(&s, i).err()) {
                     results.push(Err(err));
                     continue;
                 }
                 let mut ids = Vec::with_capacity(group.len());
-                let mut failed = None;
                 for mut item in group {
                     let keys = item.take_keys();
                     let ready_at = item
@@ -1130,26 +1360,27 @@ impl Engine {
                         ready_at,
                         event: None,
                         parent: None,
+                        created_seq: None,
                     };
                     match self.admit(&mut s, &*store, proto, keys, now, &mut writes, &mut after) {
                         Ok(id) => ids.push(id),
                         Err(e) => {
-                            failed = Some(e);
-                            break;
+                            // Every item was validated: this is the store failing (or a bug),
+                            // maybe after memory changed, and this group must not commit half
+                            // of its runs. Stop; a reopen rebuilds from the disk.
+                            drop(s);
+                            self.fail_stop(&e);
+                            return results_err(n_groups, &e);
                         }
                     }
                 }
-                results.push(match failed {
-                    Some(e) => Err(e),
-                    None => Ok(ids),
-                });
+                results.push(Ok(ids));
             }
             after.new_runs.append(&mut s.deferred);
         }
         self.inner.work.notify_one();
-        if writes.is_empty() {
-            return results;
-        }
+        // Even with nothing to write (every trigger answered by an idempotency key), the
+        // answer waits for the writer: the run it names may be in a commit not yet durable.
         if let Err(e) = self.commit_after(writes, after).await {
             return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
         }
@@ -1181,16 +1412,29 @@ impl Engine {
                 Ok(x) => x,
                 Err(e) => return groups.iter().map(|_| Err(e.clone())).collect(),
             };
+            let n_groups = groups.len();
             for events in groups {
-                results.push(self.ingest(&mut s, &*store, events, now, &mut writes, &mut after));
+                if let Err(e) = self.check_events(&events) {
+                    results.push(Err(e));
+                    continue;
+                }
+                match self.ingest(&mut s, &*store, events, now, &mut writes, &mut after) {
+                    Ok(ids) => results.push(Ok(ids)),
+                    Err(e) => {
+                        // Validated already: the store failed (or a bug), maybe halfway.
+                        drop(s);
+                        self.fail_stop(&e);
+                        return results_err(n_groups, &e);
+                    }
+                }
             }
             after.new_runs.append(&mut s.deferred);
         }
         self.inner.work.notify_one();
-        if !writes.is_empty() {
-            if let Err(e) = self.commit_after(writes, after).await {
-                return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
-            }
+        // Even when every event was a duplicate: the answer waits for the writer, since the
+        // first copy may be in a commit not yet durable.
+        if let Err(e) = self.commit_after(writes, after).await {
+            return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
         }
         results
     }
@@ -1200,12 +1444,7 @@ impl Engine {
     pub async fn complete_token(&self, token: &str, data: Json) -> Result<bool> {
         self.check_open()?;
         self.check_size("the token data", &data)?;
-        if token.is_empty() || token.len() > 256 {
-            return Err(Error::bad_option(
-                "token",
-                "a token id is a string of 1 to 256 characters",
-            ));
-        }
+        crate::limits::check_name("token", "a token id", token)?;
         let now = self.inner.clock.now_ms();
         let mut writes = Vec::new();
         let mut after = AfterCommit::default();
@@ -1311,17 +1550,32 @@ impl Engine {
             if self.inner.closed.load(Ordering::Acquire) {
                 return Ok(None);
             }
+            if let Some(e) = self.failure() {
+                return Err(e);
+            }
             let notified = self.inner.work.notified();
-            let (batch, next_wake) = self.claim_now(max)?;
+            let (batch, next_wake) = match self.claim_now(max) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.fail_stop(&e);
+                    return Err(e);
+                }
+            };
             if !batch.runs.is_empty()
                 || !batch.abort.is_empty()
                 || self.inner.kicked.swap(false, Ordering::AcqRel)
             {
                 return Ok(Some(batch));
             }
+            // Wall-clock deadlines are waited for on a monotonic timer, which does not see
+            // the wall clock jump forward or a host resume from suspend: look again at least
+            // every `MAX_NAP`, so a deadline is never later than that.
             match next_wake.and_then(|at| self.inner.clock.real_wait(at)) {
                 Some(d) => {
-                    let _ = tokio::time::timeout(d, notified).await;
+                    let _ = tokio::time::timeout(d.min(MAX_NAP), notified).await;
+                }
+                None if self.inner.clock.real_wait(u64::MAX).is_some() => {
+                    let _ = tokio::time::timeout(MAX_NAP, notified).await;
                 }
                 None => notified.await,
             }
@@ -1582,11 +1836,12 @@ impl Engine {
             let store = self.store()?;
             let mut s = self.sched()?;
             for op in ops {
+                let op = self.vet_op(op);
                 if let Err(e) = self.apply_op(&mut s, &*store, op, now, &mut writes, &mut after) {
-                    // Nothing of the batch is written: the runs it ended are not ending.
-                    for (id, _) in &after.finished {
-                        s.pending_outcomes.remove(id);
-                    }
+                    // Every op was vetted: what fails now is the store (or a bug), possibly
+                    // after memory changed. Stop deciding; a reopen rebuilds from the disk.
+                    drop(s);
+                    self.fail_stop(&e);
                     return Err(e);
                 }
             }
@@ -1868,6 +2123,7 @@ impl Engine {
                             run: run.clone(),
                             key: inv.key.clone(),
                         }),
+                        created_seq: None,
                     };
                     let child =
                         self.create_run(s, proto, flow::Flow::default(), now, writes, after)?;
@@ -1893,11 +2149,9 @@ impl Engine {
                     ..
                 } => {
                     let after_at = if *since_run_start {
-                        base_cursor
-                            .unwrap_or((rec.created_at, 0))
-                            .max((rec.created_at, 0))
+                        base_cursor.unwrap_or(0).max(rec.created_seq)
                     } else {
-                        (now, s.seq)
+                        s.seq
                     };
                     let value = crate::waits::canonical_text(value);
                     let cond = match if_expr {
@@ -1916,7 +2170,7 @@ impl Engine {
                         after_at,
                     )?;
                     if let Some(ev) = found {
-                        cursor = cursor.max(Some((ev.ts, ev.seq)));
+                        cursor = cursor.max(Some(ev.seq));
                         let json = crate::waits::event_json(&ev)?;
                         resolved.push((key.clone(), completed_step(json, now)));
                     } else if wake_at.is_some_and(|w| w <= now) {
@@ -2079,7 +2333,7 @@ impl Engine {
         run: &str,
         key: &str,
         step: StepRecord,
-        cursor: Option<(u64, u64)>,
+        cursor: Option<u64>,
         now: u64,
         writes: &mut Vec<Write>,
     ) -> bool {
@@ -2093,7 +2347,7 @@ impl Engine {
         s: &mut Sched,
         run: &str,
         steps: Vec<(String, StepRecord)>,
-        cursor: Option<(u64, u64)>,
+        cursor: Option<u64>,
         now: u64,
         writes: &mut Vec<Write>,
     ) -> bool {
@@ -2270,8 +2524,16 @@ impl Engine {
         let mut runs = Vec::new();
         let mut more = false;
         store.scan_runs(f.cursor.as_deref(), &mut |rec, state| {
-            if f.since.is_some_and(|since| rec.created_at < since) {
-                return false;
+            if let Some(since) = f.since {
+                // Ids carry a time that never goes back and is never before `createdAt`:
+                // once it is before `since`, so is every older run. A run whose clock stepped
+                // back is skipped, not a reason to stop.
+                if id_time(&rec.id) < since {
+                    return false;
+                }
+                if rec.created_at < since {
+                    return true;
+                }
             }
             if f.task_id.as_ref().is_some_and(|t| *t != rec.task) {
                 return true;
@@ -2458,6 +2720,37 @@ pub fn validate_policy(p: &TaskPolicy) -> Result<Vec<(String, Option<expr::Expr>
         }
     }
     Ok(subs)
+}
+
+/// `n` copies of a failure, one per caller.
+fn results_err<T>(n: usize, e: &Error) -> Vec<Result<T>> {
+    (0..n).map(|_| Err(e.clone())).collect()
+}
+
+/// A step key as the executor reports it: its id, or `id:n` for a repeat.
+fn check_step_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > 2 * crate::limits::MAX_NAME_BYTES || key.contains('\0') {
+        return Err(Error::bad_option(
+            "step id",
+            "a step id is a string of 1 to 256 bytes without NUL",
+        ));
+    }
+    Ok(())
+}
+
+/// The stored form of one of our errors (`{ name, code, message }`).
+pub(crate) fn error_json(e: &Error) -> Json {
+    let v =
+        serde_json::json!({ "name": "DurablyError", "code": e.code(), "message": e.to_string() });
+    to_raw(&v).unwrap_or_else(|_| json_null())
+}
+
+/// The time a run id (`run_<ulid>`) was made at, in ms (0 if it is not one).
+pub(crate) fn id_time(id: &str) -> u64 {
+    id.split_once('_')
+        .and_then(|(_, u)| ulid::Ulid::from_string(&u.to_ascii_uppercase()).ok())
+        .map(|u| u.timestamp_ms())
+        .unwrap_or(0)
 }
 
 /// Milliseconds since the epoch for a `SystemTime` (used by tests and the binding).

@@ -22,6 +22,13 @@ pub enum Error {
         limit: usize,
     },
 
+    #[error("{what} is nested {depth} levels deep, over the limit of {limit}; flatten it (durably reads payloads and event data to match events and compute keys)")]
+    PayloadTooDeep {
+        what: String,
+        depth: usize,
+        limit: usize,
+    },
+
     #[error("the data folder {} is already open in another durably engine (in this process or another one); only one server process can use a data folder at a time: stop the other process, or give this one its own folder with configure({{ dataDir }}) or DURABLY_DATA_DIR", path.display())]
     DataDirLocked { path: PathBuf },
 
@@ -53,6 +60,12 @@ pub enum Error {
     #[error("store error: {0}")]
     Store(String),
 
+    #[error("the disk of the store is full ({0}); nothing was written: free space on it, and durably carries on by itself (acknowledged work is safe)")]
+    DiskFull(String),
+
+    #[error("the data folder {} is not a durably store: {reason}; durably writes nothing there. Point configure({{ dataDir }}) or DURABLY_DATA_DIR at a new or empty folder (it is created when missing), or at a folder durably created", path.display())]
+    NotAStore { path: PathBuf, reason: String },
+
     #[error("the engine is shut down; call start() again to reopen it")]
     Closed,
 
@@ -70,6 +83,7 @@ impl Error {
             Error::UnknownTask { .. } => "E_UNKNOWN_TASK",
             Error::PayloadNotJson { .. } => "E_PAYLOAD_NOT_JSON",
             Error::PayloadTooLarge { .. } => "E_PAYLOAD_TOO_LARGE",
+            Error::PayloadTooDeep { .. } => "E_PAYLOAD_TOO_DEEP",
             Error::DataDirLocked { .. } => "E_DATA_DIR_LOCKED",
             Error::BadDuration { .. } => "E_BAD_DURATION",
             Error::BadOption { .. } => "E_BAD_OPTION",
@@ -78,6 +92,8 @@ impl Error {
             Error::IllegalTransition { .. } => "E_ILLEGAL_TRANSITION",
             Error::SchemaTooNew { .. } => "E_SCHEMA_TOO_NEW",
             Error::Store(_) => "E_STORE",
+            Error::DiskFull(_) => "E_DISK_FULL",
+            Error::NotAStore { .. } => "E_NOT_A_STORE",
             Error::Closed => "E_CLOSED",
             Error::Timeout { .. } => "E_TIMEOUT",
             Error::Internal(_) => "E_INTERNAL",
@@ -89,6 +105,7 @@ impl Error {
         "E_UNKNOWN_TASK",
         "E_PAYLOAD_NOT_JSON",
         "E_PAYLOAD_TOO_LARGE",
+        "E_PAYLOAD_TOO_DEEP",
         "E_DATA_DIR_LOCKED",
         "E_BAD_DURATION",
         "E_BAD_OPTION",
@@ -97,6 +114,8 @@ impl Error {
         "E_ILLEGAL_TRANSITION",
         "E_SCHEMA_TOO_NEW",
         "E_STORE",
+        "E_DISK_FULL",
+        "E_NOT_A_STORE",
         "E_CLOSED",
         "E_TIMEOUT",
         "E_INTERNAL",
@@ -110,14 +129,26 @@ impl Error {
     }
 }
 
+/// ENOSPC (and EDQUOT): the disk, or the user's quota on it, is full.
+fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28) | Some(122)) || e.kind() == std::io::ErrorKind::StorageFull
+}
+
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
-        Error::Store(e.to_string())
+        match e {
+            sled::Error::Io(io) => io.into(),
+            other => Error::Store(other.to_string()),
+        }
     }
 }
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::Store(e.to_string())
+        if is_full(&e) {
+            Error::DiskFull(e.to_string())
+        } else {
+            Error::Store(e.to_string())
+        }
     }
 }

@@ -210,6 +210,40 @@ pub struct FlowState {
     pub singletons: HashMap<FlowKey, String>,
 }
 
+impl FlowKeys {
+    /// Keys are names (1 to 256 bytes, no NUL); `cancelOn` filters must parse.
+    pub fn check(&self) -> Result<()> {
+        let keys = [
+            ("concurrencyKey", &self.concurrency_key),
+            ("throttle.key", &self.throttle_key),
+            ("rateLimit.key", &self.rate_limit_key),
+            ("debounce.key", &self.debounce_key),
+            ("singleton.key", &self.singleton_key),
+            ("idempotencyKey", &self.idempotency_key),
+        ];
+        for (option, k) in keys {
+            if let Some(k) = k {
+                if k.len() > crate::limits::MAX_NAME_BYTES || k.contains('\0') {
+                    return Err(Error::bad_option(
+                        option,
+                        format!(
+                            "a key is a string of at most {} bytes without NUL",
+                            crate::limits::MAX_NAME_BYTES
+                        ),
+                    ));
+                }
+            }
+        }
+        for (i, c) in self.cancel_on.iter().enumerate() {
+            crate::limits::check_name(&format!("cancelOn[{i}].event"), "an event name", &c.event)?;
+            if let Some(src) = &c.if_expr {
+                crate::expr::parse(&format!("cancelOn[{i}].if"), src)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The flow-control keys of one trigger, computed in JS from the payload.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]

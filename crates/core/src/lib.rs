@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod expr;
 pub mod flow;
+pub mod limits;
 pub mod model;
 pub mod retry;
 pub mod schedule;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 /// with it than with 16 MiB (bench/RESULTS.md).
 pub fn open_sled(dir: &Path, cache_bytes: Option<u64>) -> Result<Arc<dyn store::Store>> {
     let kv = store::SledKv::open(dir, cache_bytes.unwrap_or(16 * 1024 * 1024))?;
+    let kv = store::Chunked::open(kv, store::DEFAULT_CHUNK)?;
     Ok(Arc::new(store::KvStore::open(kv)?))
 }
 

@@ -10,6 +10,20 @@ use serde_json::value::RawValue;
 
 pub type Json = Box<RawValue>;
 
+/// A sequence number, also from its schema-1 form `[ts, seq]` (`store/migrate.rs` rewrites
+/// the ones that still matter; this keeps the others readable).
+fn seq_or_pair<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Seq {
+        One(u64),
+        Pair([u64; 2]),
+    }
+    Ok(Option::<Seq>::deserialize(d)?.map(|s| match s {
+        Seq::One(n) | Seq::Pair([_, n]) => n,
+    }))
+}
+
 /// A present JSON value, `null` included, is `Some` (serde would read `null` as `None`).
 fn some_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Json>, D::Error> {
     Json::deserialize(d).map(Some)
@@ -71,6 +85,10 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     pub created_at: u64,
+    /// The event sequence number when the run was created: its waits (`since: 'run-start'`)
+    /// match events after it. An event-triggered run's is just before its event.
+    #[serde(default)]
+    pub created_seq: u64,
     /// When the run first becomes ready (later than `created_at` for a delayed trigger).
     pub ready_at: u64,
     /// The event that started the run (`{ id, name, data, ts }`), for event-triggered runs.
@@ -124,10 +142,14 @@ pub struct RunState {
     /// While `waiting`: the waits that can resume it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waits: Vec<WaitSpec>,
-    /// The newest event `(ts, seq)` a wait of this run consumed: later waits match only
-    /// events after it (or after the run's creation).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_cursor: Option<(u64, u64)>,
+    /// The sequence number of the newest event a wait of this run consumed: later waits
+    /// match only events after it (or after the run's creation).
+    #[serde(
+        default,
+        deserialize_with = "seq_or_pair",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub event_cursor: Option<u64>,
 }
 
 impl RunState {
@@ -209,9 +231,13 @@ pub enum WaitSpec {
         /// Match events from the run's creation (`false`: only events after the wait).
         #[serde(default = "yes")]
         since_run_start: bool,
-        /// Set by the engine: only events ingested after this (ts, seq) match.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        after: Option<(u64, u64)>,
+        /// Set by the engine: only events with a sequence number after this match.
+        #[serde(
+            default,
+            deserialize_with = "seq_or_pair",
+            skip_serializing_if = "Option::is_none"
+        )]
+        after: Option<u64>,
     },
     /// `step.waitForToken`: `tokens.complete(token, data)`; `null` at `wake_at`.
     #[serde(rename_all = "camelCase")]
@@ -248,7 +274,9 @@ impl WaitSpec {
     }
 }
 
-/// A stored event.
+/// A stored event. `seq` orders events (and wait cursors): it comes from one persistent,
+/// strictly increasing counter, so a wall clock that steps back never reorders them. `ts`
+/// is the time the sender gave (or the ingestion time): shown, never compared.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventRecord {
     pub id: String,

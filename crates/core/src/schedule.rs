@@ -301,6 +301,7 @@ impl Engine {
                 ready_at: now,
                 event: None,
                 parent: None,
+                created_seq: None,
             };
             self.admit(s, store, proto, Default::default(), now, writes, after)?;
             let next = s

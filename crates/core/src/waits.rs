@@ -22,7 +22,7 @@ pub struct WaitingRun {
     pub specs: Vec<WaitSpec>,
     pub attempt: u32,
     pub started_at: Option<u64>,
-    pub event_cursor: Option<(u64, u64)>,
+    pub event_cursor: Option<u64>,
 }
 
 impl WaitingRun {
@@ -49,7 +49,7 @@ struct EventWait {
     run: String,
     key: String,
     cond: Option<Expr>,
-    after: (u64, u64),
+    after: u64,
 }
 
 #[derive(Default)]
@@ -90,7 +90,7 @@ impl WaitIndex {
                                 run: run.to_string(),
                                 key: key.clone(),
                                 cond: cond.clone(),
-                                after: after.unwrap_or((0, 0)),
+                                after: after.unwrap_or(0),
                             });
                     }
                 }
@@ -145,7 +145,7 @@ impl WaitIndex {
     }
 
     /// The (run, key) of every wait the event resumes, in registration order.
-    pub fn matches(&self, name: &str, event: &Value, at: (u64, u64)) -> Vec<(String, String)> {
+    pub fn matches(&self, name: &str, event: &Value, at: u64) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let Some(paths) = self.events.get(name) else {
             return out;
@@ -228,8 +228,10 @@ pub fn trigger_value(rec: &RunRecord) -> Value {
     }
 }
 
-/// The first event (oldest) named one of `names`, ingested after `after`, that matches:
-/// the race-free "the event may come before the wait" of DESIGN §3.4.
+/// The first event (oldest) named one of `names`, with a sequence number after `after`,
+/// that matches: the race-free "the event may come before the wait" of DESIGN §3.4. A wait
+/// with a `match` on a scalar under `data` looks it up in the value index; others read the
+/// events of their names in order until one matches.
 pub(crate) fn find_event(
     s: &Sched,
     store: &dyn Store,
@@ -237,7 +239,7 @@ pub(crate) fn find_event(
     path: &str,
     value: &str,
     cond: Option<&Expr>,
-    after: (u64, u64),
+    after: u64,
 ) -> Result<Option<EventRecord>> {
     let ok = |e: &EventRecord| {
         let v = event_value(e);
@@ -248,32 +250,63 @@ pub(crate) fn find_event(
         };
         pv == value && cond.is_none_or(|c| expr::eval(c, &[("async", &v)]))
     };
+    let by_value = !path.is_empty() && crate::store::index::indexable(path, value);
     let mut best: Option<EventRecord> = None;
+    let mut keep = |e: EventRecord| {
+        if best.as_ref().is_none_or(|b| e.seq < b.seq) {
+            best = Some(e);
+        }
+    };
     for name in names {
-        store.events_after(name, after, &mut |e| {
-            if ok(&e) {
-                best = match best.take() {
-                    Some(b) if (b.ts, b.seq) <= (e.ts, e.seq) => Some(b),
-                    _ => Some(e),
-                };
+        let first = |e: EventRecord, found: &mut Option<EventRecord>| {
+            if e.name == *name && ok(&e) {
+                *found = Some(e);
                 return false;
             }
             true
-        })?;
+        };
+        let mut found = None;
+        if by_value {
+            store.events_with_value(name, path, value, after, &mut |e| first(e, &mut found))?;
+            let mut partial = None;
+            store.events_partly_indexed(name, after, &mut |e| first(e, &mut partial))?;
+            if let Some(e) = partial {
+                keep(e);
+            }
+        } else {
+            store.events_after(name, after, &mut |e| first(e, &mut found))?;
+        }
+        if let Some(e) = found {
+            keep(e);
+        }
     }
     for e in s.pending_events.values() {
-        if names.contains(&e.name)
-            && (e.ts, e.seq) > after
-            && ok(e)
-            && best.as_ref().is_none_or(|b| (e.ts, e.seq) < (b.ts, b.seq))
-        {
-            best = Some(e.clone());
+        if names.contains(&e.name) && e.seq > after && ok(e) {
+            keep(e.clone());
         }
     }
     Ok(best)
 }
 
 impl crate::engine::Engine {
+    /// Checks events before anything is ingested: names, ids, data, and the flow keys JS
+    /// computed for the tasks they start.
+    pub(crate) fn check_events(&self, events: &[crate::engine::EventIn]) -> Result<()> {
+        for ev in events {
+            crate::limits::check_name("name", "an event name (like 'user/signed-up')", &ev.name)?;
+            if let Some(id) = &ev.id {
+                crate::limits::check_name("id", "an event id", id)?;
+            }
+            if let Some(d) = &ev.data {
+                self.check_size("the event data", d)?;
+            }
+            for keys in ev.keys.values() {
+                keys.check()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Persists events (all or none are valid), deduplicated by id; starts a run per
     /// subscribed task and resumes the matching waits. Returns the event ids in order.
     pub(crate) fn ingest(
@@ -287,27 +320,7 @@ impl crate::engine::Engine {
     ) -> Result<Vec<String>> {
         use crate::engine::{completed_step, json_null, NewRun};
         use crate::store::Write;
-        for ev in &events {
-            if ev.name.is_empty() || ev.name.len() > 256 {
-                return Err(Error::bad_option(
-                    "name",
-                    "an event needs a name: a string of 1 to 256 characters, like 'user/signed-up'",
-                ));
-            }
-            if ev
-                .id
-                .as_ref()
-                .is_some_and(|id| id.is_empty() || id.len() > 256)
-            {
-                return Err(Error::bad_option(
-                    "id",
-                    "an event id is a string of 1 to 256 characters",
-                ));
-            }
-            if let Some(d) = &ev.data {
-                self.check_size("the event data", d)?;
-            }
-        }
+        self.check_events(&events)?;
         let mut ids = Vec::with_capacity(events.len());
         for ev in events {
             let keys = ev.keys;
@@ -329,8 +342,8 @@ impl crate::engine::Engine {
                 ts: ev.ts.unwrap_or(now),
                 seq,
             };
-            // Matching orders events by ingestion: (now, seq), whatever `ts` the sender gave.
-            let at = (now, seq);
+            // Matching orders events by their sequence number, never by a wall clock.
+            let at = seq;
             let json = event_json(&rec)?;
             let subs = s.subs.get(&rec.name).cloned().unwrap_or_default();
             let listens = s.index.listens(&rec.name);
@@ -364,6 +377,8 @@ impl crate::engine::Engine {
                         ready_at: now,
                         event: Some(json.clone()),
                         parent: None,
+                        // Its waits see its own event and everything after it.
+                        created_seq: Some(seq - 1),
                     };
                     self.admit(s, store, proto, keys, now, writes, after)?;
                 }
@@ -383,9 +398,8 @@ impl crate::engine::Engine {
                     }
                 }
             }
-            let stored = EventRecord { ts: now, ..rec };
-            writes.push(Write::PutEvent(stored.clone()));
-            s.pending_events.insert(id.clone(), stored);
+            writes.push(Write::PutEvent(rec.clone()));
+            s.pending_events.insert(id.clone(), rec);
             after.events.push(id.clone());
             ids.push(id);
         }

@@ -9,6 +9,13 @@
 //! an acknowledgement always comes after its writes are on disk (`Durability::Sync`). In
 //! `Durability::Batched` the acknowledgement comes after the apply and the sync thread
 //! syncs every `interval_ms`: a power loss can lose that much acknowledged work.
+//!
+//! **Fail-stop.** The engine decides in memory before it writes, so a write that fails
+//! (a full disk, an I/O error) leaves memory ahead of the disk. The first failure *poisons*
+//! the writer: that group and every later request fail with the error (nothing after it is
+//! applied, so the disk never holds a later decision without an earlier one), and `on_fail`
+//! tells the engine, which stops deciding; the owner reopens the store and the engine
+//! rebuilds its memory from what is on disk.
 
 use crate::error::{Error, Result};
 use crate::store::{Store, Write};
@@ -38,6 +45,37 @@ pub struct Writer {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// Told once, on the writer's thread, when a write first fails.
+pub type OnFail = Arc<dyn Fn(&Error) + Send + Sync>;
+
+/// The first failure, shared by both threads: once set, nothing more is applied.
+#[derive(Clone)]
+struct Poison {
+    error: Arc<Mutex<Option<Error>>>,
+    on_fail: OnFail,
+}
+
+impl Poison {
+    fn get(&self) -> Option<Error> {
+        self.error.lock().ok().and_then(|e| e.clone())
+    }
+    fn set(&self, e: &Error) {
+        let first = match self.error.lock() {
+            Ok(mut g) if g.is_none() => {
+                *g = Some(e.clone());
+                true
+            }
+            _ => false,
+        };
+        if first {
+            tracing::error!(
+                "durably: a store write failed, the engine stops until the store is reopened: {e}"
+            );
+            (self.on_fail)(e);
+        }
+    }
+}
+
 /// Upper bound of writes applied as one batch, so one huge backlog does not delay every
 /// acknowledgement behind it.
 const MAX_GROUP_WRITES: usize = 16_384;
@@ -48,17 +86,23 @@ impl Writer {
         store: Arc<dyn Store>,
         durability: Durability,
         sync_delay: Duration,
+        on_fail: OnFail,
     ) -> Result<Writer> {
         let (tx, rx) = mpsc::channel::<Request>();
         let (sync_tx, sync_rx) = mpsc::channel::<Vec<(Done, Result<()>)>>();
+        let poison = Poison {
+            error: Arc::new(Mutex::new(None)),
+            on_fail,
+        };
         let s1 = store.clone();
+        let p1 = poison.clone();
         let apply = std::thread::Builder::new()
             .name("durably-apply".into())
-            .spawn(move || apply_loop(s1, rx, sync_tx, durability))
+            .spawn(move || apply_loop(s1, rx, sync_tx, durability, p1))
             .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
         let sync = std::thread::Builder::new()
             .name("durably-sync".into())
-            .spawn(move || sync_loop(store, sync_rx, durability, sync_delay))
+            .spawn(move || sync_loop(store, sync_rx, durability, sync_delay, poison))
             .map_err(|e| Error::Internal(format!("cannot start the sync thread: {e}")))?;
         Ok(Writer {
             tx: Mutex::new(Some(tx)),
@@ -101,6 +145,7 @@ fn apply_loop(
     rx: Receiver<Request>,
     sync_tx: Sender<Vec<(Done, Result<()>)>>,
     durability: Durability,
+    poison: Poison,
 ) {
     while let Ok(first) = rx.recv() {
         let mut writes = first.writes;
@@ -114,7 +159,13 @@ fn apply_loop(
                 Err(_) => break,
             }
         }
-        let res = store.commit(&writes);
+        let res = match poison.get() {
+            Some(e) => Err(e),
+            None => store.commit(&writes),
+        };
+        if let Err(e) = &res {
+            poison.set(e);
+        }
         drop(writes);
         match (durability, res) {
             (Durability::Sync, Ok(())) => {
@@ -138,6 +189,7 @@ fn sync_loop(
     rx: Receiver<Vec<(Done, Result<()>)>>,
     durability: Durability,
     sync_delay: Duration,
+    poison: Poison,
 ) {
     match durability {
         Durability::Sync => {
@@ -146,12 +198,17 @@ fn sync_loop(
                 while let Ok(mut more) = rx.try_recv() {
                     group.append(&mut more);
                 }
-                let res = store.sync();
+                // A failure since these were applied fails them too: they may be on disk
+                // without an earlier write they depend on.
+                let res = match poison.get() {
+                    Some(e) => Err(e),
+                    None => store.sync(),
+                };
                 if !sync_delay.is_zero() {
                     std::thread::sleep(sync_delay);
                 }
                 if let Err(e) = &res {
-                    tracing::error!("durably: store sync failed: {e}");
+                    poison.set(e);
                 }
                 for (done, _) in group {
                     done(res.clone());
@@ -169,9 +226,9 @@ fn sync_loop(
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
-                if dirty && last.elapsed() >= interval {
+                if dirty && last.elapsed() >= interval && poison.get().is_none() {
                     if let Err(e) = store.sync() {
-                        tracing::error!("durably: store sync failed: {e}");
+                        poison.set(&e);
                     }
                     dirty = false;
                     last = Instant::now();
@@ -179,7 +236,9 @@ fn sync_loop(
             }
         }
     }
-    if let Err(e) = store.sync() {
-        tracing::error!("durably: final store sync failed: {e}");
+    if poison.get().is_none() {
+        if let Err(e) = store.sync() {
+            poison.set(&e);
+        }
     }
 }

@@ -871,3 +871,32 @@ async fn list_runs_filters_by_status_task_and_tag() {
     assert_eq!(p2.runs[0].id, a1);
     assert_eq!(p2.cursor, None);
 }
+
+/// Issue 15 #1: `runs.list({ since })` stopped at the first run older than `since` in id
+/// order; after the wall clock stepped back, newer runs sat behind it and were hidden.
+#[tokio::test]
+async fn list_since_finds_every_run_created_since_even_after_the_clock_stepped_back() {
+    let (engine, clock) = memory_engine(EngineOptions::default());
+    engine.register_task("t", TaskPolicy::default()).unwrap();
+    clock.set(EPOCH + 10_000);
+    let a = trigger(&engine, json!({"task": "t", "payload": 1})).await;
+    clock.set(EPOCH); // NTP steps the clock back 10 s
+    let b = trigger(&engine, json!({"task": "t", "payload": 2})).await;
+    clock.set(EPOCH + 20_000);
+    let c = trigger(&engine, json!({"task": "t", "payload": 3})).await;
+    let since = |ms: u64| ListFilter {
+        since: Some(ms),
+        ..ListFilter::default()
+    };
+    // Newest first by creation order (ids never go back in time).
+    assert_eq!(
+        listed(&engine, since(EPOCH)),
+        [c.clone(), b.clone(), a.clone()]
+    );
+    // `since` filters on createdAt: b was created "at" EPOCH, before EPOCH + 5 s.
+    assert_eq!(
+        listed(&engine, since(EPOCH + 5_000)),
+        [c.clone(), a.clone()]
+    );
+    assert_eq!(listed(&engine, since(EPOCH + 15_000)), [c]);
+}

@@ -488,3 +488,139 @@ async fn a_wait_resolved_with_null_and_a_null_output_stay_null_after_a_restart()
     assert_eq!(paid.output.as_deref().map(|r| r.get()), Some("null"));
     engine.close();
 }
+
+// --- event order is a persistent sequence, never the wall clock ---------------------------
+
+/// Issue 9 #5: the look-back for an event that came before the wait was capped at 10,000
+/// events of its name. Now it is an index lookup (match) or an ordered read (no match).
+#[tokio::test]
+async fn an_early_event_is_found_behind_twenty_thousand_others_of_its_name() {
+    let (engine, _clock) = memory_engine(EngineOptions::default());
+    let run = trigger(&engine, json!({"userId": "u-early"})).await;
+    send(
+        &engine,
+        json!([{"name": "order/paid", "data": {"userId": "u-early", "n": 0}}]),
+    )
+    .await;
+    let noise: Vec<Value> = (0..20_000)
+        .map(|i| json!({"name": "order/paid", "data": {"userId": format!("other-{i}")}}))
+        .collect();
+    for chunk in noise.chunks(5_000) {
+        send(&engine, Value::Array(chunk.to_vec())).await;
+    }
+    engine.flush().await.unwrap();
+    assert_eq!(ids(&engine.try_claim(10).unwrap()), [run.as_str()]);
+    // With `match` (the value index) …
+    park(&engine, &run, json!([paid_wait("u-early", json!({}))])).await;
+    let c = engine.try_claim(10).unwrap();
+    assert_eq!(
+        ids(&c),
+        [run.as_str()],
+        "resumed at once by the early event"
+    );
+    assert_eq!(step_output(&c[0], "paid")["data"]["n"], json!(0));
+
+    // … and with an `if` only (an ordered read of the name's events).
+    let run2 = trigger(&engine, json!({"userId": "u2"})).await;
+    let noise: Vec<Value> = (0..12_000)
+        .map(|i| json!({"name": "plan/changed", "data": {"i": i}}))
+        .collect();
+    for chunk in noise.chunks(6_000) {
+        send(&engine, Value::Array(chunk.to_vec())).await;
+    }
+    send(
+        &engine,
+        json!([{"name": "plan/changed", "data": {"i": -1, "late": true}}]),
+    )
+    .await;
+    engine.flush().await.unwrap();
+    assert_eq!(ids(&engine.try_claim(10).unwrap()), [run2.as_str()]);
+    let w = json!({"kind": "event", "key": "late", "events": ["plan/changed"], "if": "async.data.late == true"});
+    park(&engine, &run2, json!([w])).await;
+    let c = engine.try_claim(10).unwrap();
+    assert_eq!(ids(&c), [run2.as_str()]);
+    assert_eq!(step_output(&c[0], "late")["data"]["i"], json!(-1));
+}
+
+/// Issue 15 #1: a run in `waitForEvent` stayed waiting after the wall clock stepped back and
+/// a matching event came: events and cursors were ordered by wall time.
+#[tokio::test]
+async fn an_event_after_the_clock_stepped_back_still_resumes_its_wait() {
+    let (engine, clock) = memory_engine(EngineOptions::default());
+    let run = trigger(&engine, json!({"userId": "u1"})).await;
+    engine.try_claim(10).unwrap();
+    // A first event is consumed, moving the run's cursor to it.
+    send(
+        &engine,
+        json!([{"name": "order/paid", "data": {"userId": "u1", "n": 1}}]),
+    )
+    .await;
+    park(&engine, &run, json!([paid_wait("u1", json!({}))])).await;
+    assert_eq!(ids(&engine.try_claim(10).unwrap()), [run.as_str()]);
+    // The wall clock steps back a minute (NTP); the run waits for a second event …
+    clock.set(EPOCH - 60_000);
+    let w = json!({"kind": "event", "key": "second", "events": ["order/paid"], "path": "data.userId", "value": "\"u1\""});
+    park(&engine, &run, json!([w])).await;
+    assert_eq!(status(&engine, &run), RunStatus::Waiting);
+    // … which comes, stamped a minute before the first.
+    send(
+        &engine,
+        json!([{"name": "order/paid", "data": {"userId": "u1", "n": 2}}]),
+    )
+    .await;
+    let c = engine.try_claim(10).unwrap();
+    assert_eq!(ids(&c), [run.as_str()], "the second event resumes the wait");
+    assert_eq!(step_output(&c[0], "second")["data"]["n"], json!(2));
+}
+
+/// Issue 15 #1, early side: an event that arrives after the run was created but is stamped
+/// before its creation (the clock stepped back in between) is still "since run start".
+#[tokio::test]
+async fn an_early_event_stamped_before_the_run_by_a_clock_step_is_still_matched() {
+    let (engine, clock) = memory_engine(EngineOptions::default());
+    let run = trigger(&engine, json!({"userId": "u1"})).await;
+    clock.set(EPOCH - 60_000);
+    send(
+        &engine,
+        json!([{"name": "order/paid", "data": {"userId": "u1"}}]),
+    )
+    .await;
+    assert_eq!(ids(&engine.try_claim(10).unwrap()), [run.as_str()]);
+    park(&engine, &run, json!([paid_wait("u1", json!({}))])).await;
+    assert_eq!(ids(&engine.try_claim(10).unwrap()), [run.as_str()]);
+}
+
+/// Sequence numbers survive a restart: events sent after a reopen order after the ones
+/// before it, whatever the clock says, and a wait parked before the restart sees them.
+#[tokio::test]
+async fn events_after_a_restart_and_a_clock_step_order_after_the_ones_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(EPOCH));
+    let run = {
+        let engine = sled_engine(dir.path(), &clock);
+        let run = trigger(&engine, json!({"userId": "u1"})).await;
+        engine.try_claim(10).unwrap();
+        send(
+            &engine,
+            json!([{"name": "order/paid", "data": {"userId": "u1", "n": 1}}]),
+        )
+        .await;
+        park(&engine, &run, json!([paid_wait("u1", json!({}))])).await;
+        assert_eq!(ids(&engine.try_claim(10).unwrap()), [run.as_str()]);
+        let w = json!({"kind": "event", "key": "second", "events": ["order/paid"], "path": "data.userId", "value": "\"u1\""});
+        park(&engine, &run, json!([w])).await;
+        engine.close();
+        run
+    };
+    clock.set(EPOCH - 3_600_000);
+    let engine = sled_engine(dir.path(), &clock);
+    assert_eq!(status(&engine, &run), RunStatus::Waiting);
+    send(
+        &engine,
+        json!([{"name": "order/paid", "data": {"userId": "u1", "n": 2}}]),
+    )
+    .await;
+    let c = engine.try_claim(10).unwrap();
+    assert_eq!(ids(&c), [run.as_str()]);
+    assert_eq!(step_output(&c[0], "second")["data"]["n"], json!(2));
+}

@@ -36,7 +36,7 @@ pub struct OpenOptions {
     /// 'sync' (default) or 'batched'.
     pub durability: Option<String>,
     pub flush_interval_ms: Option<u32>,
-    pub cache_bytes: Option<u32>,
+    pub cache_bytes: Option<f64>,
     /// Start a manual clock at this time (ms since epoch) instead of the system clock.
     pub manual_clock_ms: Option<f64>,
     /// Benchmarks only: pause this long after every sync (a stand-in for a slow disk).
@@ -123,7 +123,7 @@ impl NativeEngine {
         };
         let store = match &opts.data_dir {
             Some(dir) => {
-                durably_core::open_sled(&PathBuf::from(dir), opts.cache_bytes.map(u64::from))
+                durably_core::open_sled(&PathBuf::from(dir), opts.cache_bytes.map(|b| b.max(0.0) as u64))
             }
             None => durably_core::open_memory(),
         }

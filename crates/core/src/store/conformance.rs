@@ -7,7 +7,7 @@
 //! so that "reopened" has a meaning for both.
 
 use super::kv::SCHEMA_VERSION;
-use super::{Kv, KvStore, MemKv, SledKv, Store, Write};
+use super::{Chunked, Kv, KvStore, MemKv, SledKv, Store, Write};
 use crate::error::Result;
 use crate::model::{QueueEntry, RunRecord, RunState, RunStatus, StepRecord, StepStatus};
 use serde_json::value::RawValue;
@@ -68,13 +68,15 @@ impl Backend for Mem {
 
 struct Sled(tempfile::TempDir);
 
+/// sled as the engine uses it: behind `Chunked`, here with tiny chunks so that every
+/// behaviour also runs over values split across keys.
 impl Backend for Sled {
-    type K = SledKv;
+    type K = Chunked<SledKv>;
     fn create() -> Self {
         Sled(tempfile::tempdir().expect("a temporary folder"))
     }
-    fn open_kv(&self) -> Result<SledKv> {
-        SledKv::open(self.0.path(), 1024 * 1024)
+    fn open_kv(&self) -> Result<Chunked<SledKv>> {
+        Chunked::open(SledKv::open(self.0.path(), 1024 * 1024)?, 64)
     }
 }
 
@@ -597,4 +599,182 @@ fn sled_a_second_open_through_the_store_fails_with_the_same_code() {
         .err()
         .expect("the folder is locked");
     assert_eq!(err.code(), "E_DATA_DIR_LOCKED");
+}
+
+#[test]
+fn sled_large_values_never_make_blob_files_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2 MiB and 300 KB payloads, and 17 values of 7 KiB in one node's worth of keys.
+    let big = |n: usize| format!("\"{}\"", "x".repeat(n));
+    let mut writes = Vec::new();
+    let mut rec = run("run_big", "t", EPOCH);
+    rec.payload = RawValue::from_string(big(2 << 20)).unwrap();
+    writes.push(Write::PutRun(rec));
+    writes.push(put_step("run_big", "s", &big(300_000)));
+    for i in 0..17 {
+        writes.push(put_step("run_many", &format!("s{i:02}"), &big(7 * 1024)));
+    }
+    {
+        let store = crate::open_sled(dir.path(), None).unwrap();
+        store.commit(&writes).unwrap();
+        store.sync().unwrap();
+    }
+    let blobs = dir.path().join("blobs");
+    let count = std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(count, 0, "sled wrote {count} blob files (never synced)");
+    let store = crate::open_sled(dir.path(), None).unwrap();
+    let (rec, _) = store.run("run_big").unwrap().unwrap();
+    assert_eq!(rec.payload.get().len(), (2 << 20) + 2);
+    assert_eq!(
+        store.steps("run_big").unwrap()[0]
+            .1
+            .output
+            .as_ref()
+            .unwrap()
+            .get()
+            .len(),
+        300_002
+    );
+    assert_eq!(store.steps("run_many").unwrap().len(), 17);
+}
+
+#[test]
+fn sled_a_folder_with_other_files_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db"), b"SQLite format 3\0 not ours").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+    let err = crate::open_sled(dir.path(), None).err().expect("refused");
+    assert_eq!(err.code(), "E_NOT_A_STORE");
+    assert!(err.to_string().contains("notes.txt"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("db")).unwrap(),
+        b"SQLite format 3\0 not ours"
+    );
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["db", "notes.txt"], "nothing was written");
+    // A refused open holds nothing: the folder is not left marked open in this process.
+    let err = crate::open_sled(dir.path(), None).err().unwrap();
+    assert_eq!(err.code(), "E_NOT_A_STORE");
+}
+
+#[test]
+fn sled_a_new_store_gets_its_marker_and_a_foreign_sled_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(crate::open_sled(dir.path(), None).unwrap());
+    assert!(dir.path().join(super::MARKER).exists());
+
+    // Somebody else's sled database (no marker, no schema key): refused.
+    let other = tempfile::tempdir().unwrap();
+    {
+        let db = ::sled::open(other.path()).unwrap();
+        db.insert(b"users/1", b"ada").unwrap();
+        db.flush().unwrap();
+    }
+    let err = crate::open_sled(other.path(), None).err().expect("refused");
+    assert_eq!(err.code(), "E_NOT_A_STORE");
+    assert!(!other.path().join(super::MARKER).exists());
+}
+
+#[test]
+fn sled_a_store_of_durably_0_1_without_a_marker_opens_and_is_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = ::sled::open(dir.path()).unwrap();
+        db.insert(b"m/schema", &1u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    drop(crate::open_sled(dir.path(), None).unwrap());
+    assert!(dir.path().join(super::MARKER).exists());
+}
+
+#[test]
+fn sled_cache_bytes_out_of_range_fail_before_anything_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [0, 1000, 1 << 41] {
+        let err = crate::open_sled(dir.path(), Some(bad))
+            .err()
+            .expect("refused");
+        assert_eq!(err.code(), "E_BAD_OPTION", "{bad}");
+    }
+    // Nothing stays marked open.
+    crate::open_sled(dir.path(), Some(1 << 32)).unwrap();
+}
+
+#[test]
+fn a_schema_1_store_is_migrated_events_renumbered_in_order_and_live_cursors_kept() {
+    let kv = Arc::new(MemKv::new());
+    let old_event = |id: &str, name: &str, ts: u64, seq: u64| -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let mut n = format!("n/{name}\0").into_bytes();
+        n.extend_from_slice(&ts.to_be_bytes());
+        n.extend_from_slice(&seq.to_be_bytes());
+        vec![
+            (n, Some(id.as_bytes().to_vec())),
+            (
+                format!("e/{id}").into_bytes(),
+                Some(format!(r#"{{"id":"{id}","name":"{name}","data":{{"k":"{id}"}},"ts":{ts},"seq":{seq}}}"#).into_bytes()),
+            ),
+        ]
+    };
+    let mut ops = vec![(b"m/schema".to_vec(), Some(1u32.to_be_bytes().to_vec()))];
+    // Two processes' worth of events: the seq restarted at 1 after a restart.
+    ops.extend(old_event("e1", "a", EPOCH, 5));
+    ops.extend(old_event("e2", "b", EPOCH + 10, 6));
+    ops.extend(old_event("e3", "a", EPOCH + 20, 1));
+    // A live run created at EPOCH + 15 that consumed e1, waiting with a cursor [EPOCH, 5].
+    ops.push((
+        b"r/run_w".to_vec(),
+        Some(
+            format!(
+                r#"{{"id":"run_w","task":"t","payload":{{}},"created_at":{},"ready_at":{}}}"#,
+                EPOCH + 15,
+                EPOCH + 15
+            )
+            .into_bytes(),
+        ),
+    ));
+    ops.push((b"x/run_w".to_vec(), Some(format!(r#"{{"status":"waiting","attempts":1,"event_cursor":[{EPOCH},5],"waits":[{{"kind":"event","key":"w","events":["a"],"after":[{EPOCH},5]}}]}}"#).into_bytes())));
+    ops.push((b"w/run_w".to_vec(), Some(Vec::new())));
+    kv.apply(ops).unwrap();
+    let store = KvStore::open(SharedMem(kv.clone())).unwrap();
+    assert_eq!(
+        kv.get(b"m/schema").unwrap(),
+        Some(2u32.to_be_bytes().to_vec())
+    );
+    let seqs: Vec<(String, u64)> = ["e1", "e2", "e3"]
+        .iter()
+        .map(|id| (id.to_string(), store.event(id).unwrap().unwrap().seq))
+        .collect();
+    assert_eq!(seqs, [("e1".into(), 1), ("e2".into(), 2), ("e3".into(), 3)]);
+    let mut after = Vec::new();
+    store
+        .events_after("a", 1, &mut |e| {
+            after.push(e.id);
+            true
+        })
+        .unwrap();
+    assert_eq!(after, ["e3"], "events of `a` after e1, by the new order");
+    let mut by_value = Vec::new();
+    store
+        .events_with_value("a", "data.k", "\"e3\"", 0, &mut |e| {
+            by_value.push(e.id);
+            true
+        })
+        .unwrap();
+    assert_eq!(by_value, ["e3"]);
+    let (rec, st) = store.run("run_w").unwrap().unwrap();
+    assert_eq!(
+        rec.created_seq, 2,
+        "events at or after its creation (e3) still match"
+    );
+    let st = st.unwrap();
+    assert_eq!(st.event_cursor, Some(1));
+    match &st.waits[0] {
+        crate::model::WaitSpec::Event { after, .. } => assert_eq!(*after, Some(1)),
+        other => panic!("{other:?}"),
+    }
+    assert!(store.seq_floor().unwrap() > 3);
 }

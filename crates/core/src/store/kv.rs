@@ -7,8 +7,12 @@
 //! | `x/{run id}`                     | `RunState` JSON            |
 //! | `s/{run id}/{step key}`          | `StepRecord` JSON          |
 //! | `q/{ready_at u64 BE}{seq u64 BE}`| `{run id}\0{task id}`      |
+//! | `m/seq`                          | sequence numbers handed out up to here (u64 BE) |
 //! | `e/{event id}`                   | `EventRecord` JSON         |
-//! | `n/{name}\0{ts u64 BE}{seq u64 BE}` | event id               |
+//! | `n/{name}\0{seq u64 BE}`         | event id: events by name, in ingestion order |
+//! | `v/{name}\0{path}\0{value}\0{seq u64 BE}` | event id: events by (name, a scalar's path and value) |
+//! | `u/{name}\0{seq u64 BE}`         | event id: events too big to index every value (`v/` is partial) |
+//! | `g/{seq u64 BE}`                 | event id: every event in ingestion order (retention) |
 //! | `w/{run id}`                     | empty: the run waits on an event, token or child |
 //! | `k/{token id}`                   | `TokenRecord` JSON         |
 //! | `f/{run id}`                     | `Flow` JSON (runs not ended) |
@@ -23,7 +27,14 @@ use super::{Store, Write};
 use crate::error::{Error, Result};
 use crate::model::{EventRecord, QueueEntry, RunRecord, RunState, StepRecord, TokenRecord};
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// 1: durably 0.1. 2: events ordered by a persistent sequence (`n/` by seq, `v/`, `u/`,
+/// `g/`, `m/seq`), never by wall time.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Sequence numbers are reserved on disk this many at a time (`m/seq`): a commit writes the
+/// key only when it uses a number beyond the reservation, and a reopened store continues
+/// after it, so a number is never handed out twice.
+pub(crate) const SEQ_BLOCK: u64 = 1 << 20;
 
 /// An ordered byte key-value map with atomic batches.
 pub trait Kv: Send + Sync + 'static {
@@ -45,6 +56,8 @@ pub trait Kv: Send + Sync + 'static {
 
 pub struct KvStore<K: Kv> {
     kv: K,
+    /// `m/seq`: every sequence number below it may be in use.
+    reserved: std::sync::atomic::AtomicU64,
 }
 
 fn key(prefix: &str, id: &str) -> Vec<u8> {
@@ -62,12 +75,41 @@ fn queue_key(ready_at: u64, seq: u64) -> Vec<u8> {
     k
 }
 
-fn name_key(name: &str, ts: u64, seq: u64) -> Vec<u8> {
-    let mut k = key("n/", name);
+fn name_key(prefix: &str, name: &str, seq: u64) -> Vec<u8> {
+    let mut k = key(prefix, name);
     k.push(0);
-    k.extend_from_slice(&ts.to_be_bytes());
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+fn value_prefix(name: &str, path: &str, value: &str) -> Vec<u8> {
+    let mut k = key("v/", name);
+    k.push(0);
+    k.extend_from_slice(path.as_bytes());
+    k.push(0);
+    k.extend_from_slice(value.as_bytes());
+    k.push(0);
+    k
+}
+
+/// Every index key of an event (`n/`, `g/`, `v/`, `u/`), for writing or removing them.
+pub(crate) fn event_index_keys(e: &EventRecord) -> Vec<Vec<u8>> {
+    let mut keys = vec![name_key("n/", &e.name, e.seq), {
+        let mut k = b"g/".to_vec();
+        k.extend_from_slice(&e.seq.to_be_bytes());
+        k
+    }];
+    let data: serde_json::Value = serde_json::from_str(e.data.get()).unwrap_or_default();
+    let (values, complete) = super::index::scalar_paths(&data);
+    for (path, value) in values {
+        let mut k = value_prefix(&e.name, &path, &value);
+        k.extend_from_slice(&e.seq.to_be_bytes());
+        keys.push(k);
+    }
+    if !complete {
+        keys.push(name_key("u/", &e.name, e.seq));
+    }
+    keys
 }
 
 fn idem_key(task: &str, k: &str) -> Vec<u8> {
@@ -123,7 +165,8 @@ impl<K: Kv> KvStore<K> {
         err.map_or(Ok(out), Err)
     }
 
-    /// Wraps a backend, checking (and on a new store, writing) the schema version.
+    /// Wraps a backend, checking (and on a new store, writing) the schema version; a store
+    /// of an older schema is migrated first (`migrate.rs`).
     pub fn open(kv: K) -> Result<Self> {
         match kv.get(b"m/schema")? {
             Some(v) => {
@@ -139,6 +182,9 @@ impl<K: Kv> KvStore<K> {
                         supported: SCHEMA_VERSION,
                     });
                 }
+                if found < SCHEMA_VERSION {
+                    super::migrate::migrate(&kv, found)?;
+                }
             }
             None => {
                 kv.apply(vec![(
@@ -148,17 +194,79 @@ impl<K: Kv> KvStore<K> {
                 kv.sync()?;
             }
         }
-        Ok(KvStore { kv })
+        let reserved = match kv.get(b"m/seq")? {
+            Some(v) => v.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0),
+            None => 0,
+        };
+        Ok(KvStore {
+            kv,
+            reserved: std::sync::atomic::AtomicU64::new(reserved),
+        })
     }
 
     pub fn kv(&self) -> &K {
         &self.kv
     }
+
+    /// Visits the events of an index (`prefix` then a seq, valued by event id) with a seq
+    /// strictly after `after`, oldest first, a page of ids at a time (so that `visit` may
+    /// stop early without reading the rest, and no scan holds many ids).
+    fn visit_index(
+        &self,
+        prefix: &[u8],
+        after: u64,
+        visit: &mut dyn FnMut(EventRecord) -> bool,
+    ) -> Result<()> {
+        let mut from = after.checked_add(1);
+        while let Some(first) = from {
+            let mut start = prefix.to_vec();
+            start.extend_from_slice(&first.to_be_bytes());
+            let mut page = Vec::with_capacity(64);
+            self.kv.scan(prefix, false, Some(&start), &mut |k, v| {
+                let seq = k[prefix.len()..]
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(u64::MAX);
+                page.push((seq, String::from_utf8_lossy(v).into_owned()));
+                page.len() < 64
+            })?;
+            from = if page.len() < 64 {
+                None
+            } else {
+                page.last().and_then(|(seq, _)| seq.checked_add(1))
+            };
+            for (seq, id) in page {
+                // An index entry names its event; the record must agree (a name that only
+                // shares a prefix, or a stale entry, is not this event).
+                let Some(e) = self.event(&id)?.filter(|e| e.seq == seq) else {
+                    continue;
+                };
+                if !visit(e) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<K: Kv> Store for KvStore<K> {
     fn commit(&self, writes: &[Write]) -> Result<()> {
-        let mut ops = Vec::with_capacity(writes.len());
+        use std::sync::atomic::Ordering;
+        let mut ops = Vec::with_capacity(writes.len() + 1);
+        let mut max_seq = 0;
+        for w in writes {
+            match w {
+                Write::Enqueue(q) => max_seq = max_seq.max(q.seq),
+                Write::PutEvent(e) => max_seq = max_seq.max(e.seq),
+                _ => {}
+            }
+        }
+        let reserved = self.reserved.load(Ordering::Acquire);
+        let reserve = (max_seq >= reserved).then(|| max_seq + SEQ_BLOCK);
+        if let Some(r) = reserve {
+            ops.push((b"m/seq".to_vec(), Some(r.to_be_bytes().to_vec())));
+        }
         for w in writes {
             let op = match w {
                 Write::PutRun(r) => (key("r/", &r.id), Some(enc(r)?)),
@@ -173,8 +281,9 @@ impl<K: Kv> Store for KvStore<K> {
                 }
                 Write::Dequeue { ready_at, seq } => (queue_key(*ready_at, *seq), None),
                 Write::PutEvent(e) => {
-                    let by_name = name_key(&e.name, e.ts, e.seq);
-                    ops.push((by_name, Some(e.id.as_bytes().to_vec())));
+                    for k in event_index_keys(e) {
+                        ops.push((k, Some(e.id.as_bytes().to_vec())));
+                    }
                     (key("e/", &e.id), Some(enc(e)?))
                 }
                 Write::PutWaiting { run } => (key("w/", run), Some(Vec::new())),
@@ -199,11 +308,19 @@ impl<K: Kv> Store for KvStore<K> {
             };
             ops.push(op);
         }
-        self.kv.apply(ops)
+        self.kv.apply(ops)?;
+        if let Some(r) = reserve {
+            self.reserved.fetch_max(r, Ordering::AcqRel);
+        }
+        Ok(())
     }
 
     fn sync(&self) -> Result<()> {
         self.kv.sync()
+    }
+
+    fn seq_floor(&self) -> Result<u64> {
+        Ok(self.reserved.load(std::sync::atomic::Ordering::Acquire))
     }
 
     fn run(&self, id: &str) -> Result<Option<(RunRecord, Option<RunState>)>> {
@@ -266,26 +383,34 @@ impl<K: Kv> Store for KvStore<K> {
     fn events_after(
         &self,
         name: &str,
-        after: (u64, u64),
+        after: u64,
         visit: &mut dyn FnMut(EventRecord) -> bool,
     ) -> Result<()> {
         let mut prefix = key("n/", name);
         prefix.push(0);
-        let mut start = name_key(name, after.0, after.1);
-        start.push(0); // strictly after `after`
-        let mut ids = Vec::new();
-        self.kv.scan(&prefix, false, Some(&start), &mut |_, v| {
-            ids.push(String::from_utf8_lossy(v).into_owned());
-            ids.len() < 10_000
-        })?;
-        for id in ids {
-            if let Some(e) = self.event(&id)? {
-                if !visit(e) {
-                    break;
-                }
-            }
-        }
-        Ok(())
+        self.visit_index(&prefix, after, visit)
+    }
+
+    fn events_with_value(
+        &self,
+        name: &str,
+        path: &str,
+        value: &str,
+        after: u64,
+        visit: &mut dyn FnMut(EventRecord) -> bool,
+    ) -> Result<()> {
+        self.visit_index(&value_prefix(name, path, value), after, visit)
+    }
+
+    fn events_partly_indexed(
+        &self,
+        name: &str,
+        after: u64,
+        visit: &mut dyn FnMut(EventRecord) -> bool,
+    ) -> Result<()> {
+        let mut prefix = key("u/", name);
+        prefix.push(0);
+        self.visit_index(&prefix, after, visit)
     }
 
     fn waiting_runs(&self) -> Result<Vec<String>> {
@@ -323,6 +448,15 @@ impl<K: Kv> Store for KvStore<K> {
         let (run, rest) = v.split_at(v.len() - 9);
         let expires = u64::from_be_bytes(rest[1..9].try_into().unwrap_or_default());
         Ok(Some((String::from_utf8_lossy(run).into_owned(), expires)))
+    }
+
+    fn newest_run_id(&self) -> Result<Option<String>> {
+        let mut out = None;
+        self.kv.scan(b"r/", true, None, &mut |k, _| {
+            out = Some(String::from_utf8_lossy(&k[2..]).into_owned());
+            false
+        })?;
+        Ok(out)
     }
 
     fn token(&self, id: &str) -> Result<Option<TokenRecord>> {

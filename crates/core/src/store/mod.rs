@@ -6,13 +6,17 @@
 //! Every `commit` is atomic (all of its writes or none); `sync` makes every committed write
 //! durable. The writer (`writer.rs`) calls `sync` once per group of commits.
 
+mod chunk;
+pub mod index;
 mod kv;
 mod mem;
+mod migrate;
 mod sled_kv;
 
+pub use chunk::{Chunked, DEFAULT_CHUNK};
 pub use kv::{Kv, KvStore};
 pub use mem::MemKv;
-pub use sled_kv::SledKv;
+pub use sled_kv::{SledKv, MARKER};
 
 use crate::error::Result;
 use crate::model::{EventRecord, QueueEntry, RunRecord, RunState, StepRecord, TokenRecord};
@@ -96,14 +100,37 @@ pub trait Store: Send + Sync + 'static {
     fn queue_after(&self, after: Option<(u64, u64)>, limit: usize) -> Result<Vec<QueueEntry>>;
     /// The event with this id, if stored.
     fn event(&self, id: &str) -> Result<Option<EventRecord>>;
-    /// Visits events named `name` ingested strictly after `after` = (ts, seq), oldest
+    /// Visits events named `name` with a sequence number strictly after `after`, oldest
     /// first, until `visit` returns false.
     fn events_after(
         &self,
         name: &str,
-        after: (u64, u64),
+        after: u64,
         visit: &mut dyn FnMut(EventRecord) -> bool,
     ) -> Result<()>;
+    /// Like `events_after`, only the events whose scalar at `path` has the canonical JSON
+    /// text `value`, through the value index (`index::indexable` says when it answers).
+    /// Events too big to be indexed whole are not visited: see `events_partly_indexed`.
+    fn events_with_value(
+        &self,
+        name: &str,
+        path: &str,
+        value: &str,
+        after: u64,
+        visit: &mut dyn FnMut(EventRecord) -> bool,
+    ) -> Result<()>;
+    /// The events named `name` after `after` whose values are not all in the value index.
+    fn events_partly_indexed(
+        &self,
+        name: &str,
+        after: u64,
+        visit: &mut dyn FnMut(EventRecord) -> bool,
+    ) -> Result<()>;
+    /// Every sequence number below this may be in use (queue entries, events): a reopened
+    /// engine continues after it.
+    fn seq_floor(&self) -> Result<u64>;
+    /// The id of the newest run (run ids sort by creation).
+    fn newest_run_id(&self) -> Result<Option<String>>;
     /// Runs marked waiting on an event, a token or a child.
     fn waiting_runs(&self) -> Result<Vec<String>>;
     fn token(&self, id: &str) -> Result<Option<TokenRecord>>;
