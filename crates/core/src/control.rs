@@ -23,19 +23,25 @@ impl Engine {
         &self,
         s: &mut Sched,
         store: &dyn Store,
-        mut proto: NewRun,
+        proto: NewRun,
         keys: FlowKeys,
         now: u64,
         writes: &mut Vec<Write>,
         after: &mut AfterCommit,
     ) -> Result<String> {
         let policy = s.tasks.get(&proto.task).cloned().unwrap_or_default();
-        let fk =
-            |k: &Option<String>| -> FlowKey { (proto.task.clone(), k.clone().unwrap_or_default()) };
+        let keys = self.key_exprs(&policy, &proto, keys);
+        // A child of `step.invoke` is already once-only (the parent's step), and its parent
+        // waits for *this* run: idempotency and debounce, which answer with another run, do
+        // not apply to it. Every other limit does.
+        let invoked = proto.parent.is_some();
+        let task = proto.task.clone();
+        let fk = |k: &Option<String>| -> FlowKey { (task.clone(), k.clone().unwrap_or_default()) };
         // Idempotency: a live key resolves to its run, and nothing else happens.
         let idem = keys
             .idempotency_key
             .as_ref()
+            .filter(|_| !invoked)
             .map(|k| (proto.task.clone(), k.clone()));
         if let Some(ik) = &idem {
             let found = match s.pending_idem.get(ik) {
@@ -50,46 +56,22 @@ impl Engine {
         }
         // Rate limit: over the limit → recorded as skipped, never executed.
         if let Some(rl) = policy.rate_limit {
-            let w = s
-                .flow
-                .rate_windows
-                .entry(fk(&keys.rate_limit_key))
-                .or_default();
+            let key = fk(&keys.rate_limit_key);
+            let w = s.flow.rate_windows.entry(key.clone()).or_default();
             if !w.has_room(now, rl.period_ms, rl.limit as usize) {
-                return Ok(self.skipped_run(s, proto, now, "rate limit reached", writes));
+                let why = "rate limit reached";
+                return Ok(self.skipped_run(s, proto, now, why, writes, after));
             }
-            w.record(now);
+            s.flow.record(true, &key, now, rl.period_ms);
         }
         // Singleton: one active run per key.
-        if let Some(sg) = policy.singleton {
-            let key = fk(&keys.singleton_key);
-            if let Some(active) = s.flow.singletons.get(&key).cloned() {
-                match sg.mode {
-                    SingletonMode::Skip => {
-                        return Ok(self.skipped_run(
-                            s,
-                            proto,
-                            now,
-                            "another run of this singleton key is active",
-                            writes,
-                        ))
-                    }
-                    SingletonMode::Cancel => {
-                        self.cancel_locked(
-                            s,
-                            store,
-                            &active,
-                            "replaced by a newer run of its singleton key",
-                            now,
-                            writes,
-                            after,
-                        )?;
-                    }
-                }
-            }
-        }
+        let proto = match self.singleton_gate(s, store, &policy, proto, &keys, now, writes, after)? {
+            Ok(proto) => proto,
+            Err(skipped) => return Ok(skipped),
+        };
         // Debounce: a pending run of the key absorbs the trigger and is postponed.
-        if let Some(db) = policy.debounce {
+        let mut proto = proto;
+        if let Some(db) = policy.debounce.filter(|_| !invoked) {
             let key = fk(&keys.debounce_key);
             let pending = s
                 .flow
@@ -141,17 +123,23 @@ impl Engine {
                 .singleton
                 .map(|_| keys.singleton_key.clone().unwrap_or_default()),
             cancel_on: keys.cancel_on.clone(),
+            // The time to start counts from when the run is due, not from the trigger: a
+            // run delayed an hour with a ttl of 10 minutes has until 1h10.
             start_by: keys
                 .ttl_ms
                 .or(policy.timeout.start_ms)
-                .map(|t| now.saturating_add(t)),
+                .map(|t| proto.ready_at.saturating_add(t)),
             finish_ms: policy.timeout.finish_ms,
             debounce_key: policy
                 .debounce
+                .filter(|_| !invoked)
                 .map(|_| keys.debounce_key.clone().unwrap_or_default()),
-            debounce_first: policy.debounce.map(|_| now),
+            debounce_first: policy.debounce.filter(|_| !invoked).map(|_| now),
         };
-        let debounce_key = policy.debounce.map(|_| fk(&keys.debounce_key));
+        let debounce_key = policy
+            .debounce
+            .filter(|_| !invoked)
+            .map(|_| fk(&keys.debounce_key));
         let (id, kept) =
             self.create_run_kept(s, proto, f, now, debounce_key.is_some(), writes, after)?;
         if let Some(key) = debounce_key {
@@ -179,6 +167,78 @@ impl Engine {
             after.idem.push(ik);
         }
         Ok(id)
+    }
+
+    /// `singleton`: with another run of the key active, a new one is skipped (`Err(its id)`)
+    /// or the active one is cancelled; otherwise the new run goes ahead (`Ok(proto)`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn singleton_gate(
+        &self,
+        s: &mut Sched,
+        store: &dyn Store,
+        policy: &crate::engine::TaskPolicy,
+        proto: NewRun,
+        keys: &FlowKeys,
+        now: u64,
+        writes: &mut Vec<Write>,
+        after: &mut AfterCommit,
+    ) -> Result<std::result::Result<NewRun, String>> {
+        let Some(sg) = policy.singleton else {
+            return Ok(Ok(proto));
+        };
+        let key = (
+            proto.task.clone(),
+            keys.singleton_key.clone().unwrap_or_default(),
+        );
+        let Some(active) = s.flow.singletons.get(&key).cloned() else {
+            return Ok(Ok(proto));
+        };
+        match sg.mode {
+            SingletonMode::Skip => {
+                let why = "another run of this singleton key is active";
+                Ok(Err(self.skipped_run(s, proto, now, why, writes, after)))
+            }
+            SingletonMode::Cancel => {
+                let why = "replaced by a newer run of its singleton key";
+                self.cancel_locked(s, store, &active, why, now, writes, after)?;
+                Ok(Ok(proto))
+            }
+        }
+    }
+
+    /// The keys of a trigger, with those the task gives as expressions (a string `key`,
+    /// like `'event.data.accountId'`) evaluated over the run's event — `{ data: payload }`
+    /// for a direct trigger. A key JS computed (a function) wins.
+    pub(crate) fn key_exprs(
+        &self,
+        policy: &crate::engine::TaskPolicy,
+        proto: &NewRun,
+        mut keys: FlowKeys,
+    ) -> FlowKeys {
+        let exprs = &policy.key_exprs;
+        if exprs.is_empty() {
+            return keys;
+        }
+        let event = match &proto.event {
+            Some(e) => serde_json::from_str(e.get()).unwrap_or_default(),
+            None => serde_json::json!({
+                "data": serde_json::from_str::<serde_json::Value>(proto.payload.get()).unwrap_or_default()
+            }),
+        };
+        let eval = |e: &crate::expr::Expr| crate::expr::key_value(e, &[("event", &event)]);
+        let fill = |slot: &mut Option<String>, e: &Option<crate::expr::Expr>| {
+            if slot.is_none() {
+                if let Some(e) = e {
+                    *slot = Some(eval(e));
+                }
+            }
+        };
+        fill(&mut keys.concurrency_key, &exprs.concurrency);
+        fill(&mut keys.throttle_key, &exprs.throttle);
+        fill(&mut keys.rate_limit_key, &exprs.rate_limit);
+        fill(&mut keys.debounce_key, &exprs.debounce);
+        fill(&mut keys.singleton_key, &exprs.singleton);
+        keys
     }
 
     /// Writes a new run and its queue entry (scheduled once the commit is durable), and
@@ -277,7 +337,8 @@ impl Engine {
         after.new_runs.push(e);
     }
 
-    /// A run recorded as `skipped` (rate limit, singleton skip): stored, never executed.
+    /// A run recorded as `skipped` (rate limit, singleton skip): stored, never executed. Its
+    /// outcome is known at once (a parent's `step.invoke` resolves with it).
     fn skipped_run(
         &self,
         s: &mut Sched,
@@ -285,6 +346,7 @@ impl Engine {
         now: u64,
         why: &str,
         writes: &mut Vec<Write>,
+        after: &mut AfterCommit,
     ) -> String {
         let id = s.next_id("run", now);
         let error = serde_json::json!({ "name": "DurablyError", "code": "E_RUN_SKIPPED", "message": format!("run skipped: {why}") });
@@ -317,6 +379,13 @@ impl Engine {
                 event_cursor: None,
             },
         });
+        let out = Outcome {
+            status: RunStatus::Skipped,
+            output: None,
+            error: to_raw(&error).ok(),
+        };
+        s.pending_outcomes.insert(id.clone(), out.clone());
+        after.finished.push((id.clone(), out));
         id
     }
 
@@ -402,7 +471,7 @@ impl Engine {
                     }
                     return None;
                 }
-                w.record(now);
+                s.flow.record(false, &key, now, th.period_ms);
             }
         }
         if let Some(k) = &slot {
@@ -444,11 +513,7 @@ impl Engine {
                 if s.entries.get(&e.id) != Some(&(e.ready_at, e.seq)) {
                     continue; // cancelled while it waited: it takes no room
                 }
-                s.flow
-                    .throttle_windows
-                    .entry(key.clone())
-                    .or_default()
-                    .record(now); // its start
+                s.flow.record(false, &key, now, th.period_ms); // its start
                 s.flow.throttle_passed.insert(e.id.clone());
                 s.schedule(e, now);
             }
@@ -564,6 +629,7 @@ impl Engine {
         } else {
             Input::Fail
         };
+        let mut waits = None;
         let (from, task, entry, attempts, started_at) =
             if let Some(r) = self.take_running(s, run, now) {
                 s.abort.push(run.to_string());
@@ -580,6 +646,7 @@ impl Engine {
                     run: run.to_string(),
                 });
                 s.entries.remove(run);
+                waits = Some(w.specs);
                 (RunStatus::Waiting, w.task, w.entry, w.attempt, w.started_at)
             } else if let Some(entry) = s.entries.remove(run) {
                 let state = store.run(run)?;
@@ -618,6 +685,25 @@ impl Engine {
         transition(check_from, input)?;
         if let Some((at, seq)) = entry {
             writes.push(Write::Dequeue { ready_at: at, seq });
+        }
+        // Its waits go with it: no step of an ended run stays `waiting` (a child run's step
+        // stays, naming the child).
+        let waits = match waits {
+            Some(w) => w,
+            None if from == RunStatus::Waiting => store
+                .run(run)?
+                .and_then(|(_, st)| st)
+                .map(|st| st.waits)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        for w in waits {
+            if !matches!(w, crate::model::WaitSpec::Child { .. }) {
+                writes.push(Write::DelStep {
+                    run: run.to_string(),
+                    key: w.key().to_string(),
+                });
+            }
         }
         writes.push(Write::PutState {
             id: run.to_string(),
@@ -725,6 +811,12 @@ impl Engine {
                 run: run.to_string(),
             });
             s.cancels.remove(run, &f.cancel_on);
+            if let Some(k) = &f.debounce_key {
+                let key = (task.to_string(), k.clone());
+                if s.flow.debounced.get(&key).is_some_and(|d| d.run == run) {
+                    s.flow.debounced.remove(&key);
+                }
+            }
             if let Some(k) = &f.singleton_key {
                 let key = (task.to_string(), k.clone());
                 if s.flow.singletons.get(&key).is_some_and(|r| r == run) {
@@ -732,7 +824,7 @@ impl Engine {
                 }
             }
         }
-        s.flow.debounced.retain(|_, d| d.run != run);
+        // (The debounce key, from the flow facts above: no scan of every pending key.)
         if let Some(p) = parent {
             let step = crate::engine::child_step(run, task, out, now);
             if !self.wake(s, &p.run, &p.key, step.clone(), None, now, writes) {
@@ -789,6 +881,7 @@ impl Engine {
     /// Cancels a run: it stops at its next step (its `ctx.signal` aborts), its waits are
     /// removed and its status is `cancelled`. False if it had already ended.
     pub async fn cancel(&self, id: &str) -> Result<bool> {
+        self.check_open()?;
         let now = self.inner.clock.now_ms();
         let mut writes = Vec::new();
         let mut after = AfterCommit::default();
@@ -798,7 +891,7 @@ impl Engine {
             if store.run(id)?.is_none() && !s.entries.contains_key(id) {
                 return Err(Error::RunNotFound { id: id.to_string() });
             }
-            let done = self.cancel_locked(
+            let done = match self.cancel_locked(
                 &mut s,
                 &*store,
                 id,
@@ -806,7 +899,14 @@ impl Engine {
                 now,
                 &mut writes,
                 &mut after,
-            )?;
+            ) {
+                Ok(done) => done,
+                Err(e) => {
+                    drop(s);
+                    self.fail_stop(&e);
+                    return Err(e);
+                }
+            };
             after.new_runs.append(&mut s.deferred);
             done
         };
@@ -819,6 +919,7 @@ impl Engine {
 
     /// Starts a new run of the same task with the same payload and tags; returns its id.
     pub async fn replay(&self, id: &str) -> Result<String> {
+        self.check_open()?;
         let now = self.inner.clock.now_ms();
         let mut writes = Vec::new();
         let mut after = AfterCommit::default();
@@ -833,6 +934,13 @@ impl Engine {
             }
             let mut f = rec.flow.clone().unwrap_or_default();
             f.start_by = None;
+            f.debounce_key = None; // a replay is its own run, not part of a burst
+            f.debounce_first = None;
+            let policy = s.tasks.get(&rec.task).cloned().unwrap_or_default();
+            let keys = FlowKeys {
+                singleton_key: f.singleton_key.clone(),
+                ..FlowKeys::default()
+            };
             let proto = NewRun {
                 task: rec.task,
                 payload: rec.payload,
@@ -842,8 +950,24 @@ impl Engine {
                 parent: None,
                 created_seq: None,
             };
-            self.create_run(&mut s, proto, f, now, &mut writes, &mut after)?
+            // A replay obeys `singleton` like a trigger: skipped while another run of its key
+            // is active (or that run is cancelled, in `cancel` mode).
+            let decided = self
+                .singleton_gate(&mut s, &*store, &policy, proto, &keys, now, &mut writes, &mut after)
+                .and_then(|gate| match gate {
+                    Ok(proto) => self.create_run(&mut s, proto, f, now, &mut writes, &mut after),
+                    Err(skipped) => Ok(skipped),
+                });
+            match decided {
+                Ok(id) => id,
+                Err(e) => {
+                    drop(s);
+                    self.fail_stop(&e);
+                    return Err(e);
+                }
+            }
         };
+        self.notify_work();
         self.commit_after(writes, after).await?;
         Ok(new_id)
     }
@@ -851,6 +975,7 @@ impl Engine {
     /// Re-opens a failed run: its failed steps run again (with fresh attempts), completed
     /// steps keep their results.
     pub async fn retry(&self, id: &str) -> Result<()> {
+        self.check_open()?;
         let now = self.inner.clock.now_ms();
         let mut writes = Vec::new();
         let mut after = AfterCommit::default();

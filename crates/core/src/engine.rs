@@ -100,6 +100,12 @@ pub struct TaskPolicy {
     pub on_failure: bool,
     #[serde(default)]
     pub schedule: Option<crate::schedule::ScheduleSpec>,
+    /// Keys given as expressions (`key: 'event.data.userId'`).
+    #[serde(default)]
+    pub keys: flow::KeyExprSources,
+    /// `keys`, compiled when the task is registered.
+    #[serde(skip)]
+    pub key_exprs: flow::KeyExprs,
 }
 
 /// One trigger as JS sends it. The flow-control fields repeat `flow::FlowKeys` (see
@@ -191,6 +197,8 @@ pub enum WaitReq {
         key: String,
         task: String,
         payload: Json,
+        /// The child task's flow keys, computed in JS from the payload.
+        keys: flow::FlowKeys,
     },
     Spec(WaitSpec),
 }
@@ -222,6 +230,8 @@ pub struct WireWait {
     task: Option<String>,
     #[serde(default)]
     payload: Option<Json>,
+    #[serde(default)]
+    keys: Option<flow::FlowKeys>,
 }
 
 impl WireWait {
@@ -259,6 +269,7 @@ impl WireWait {
             "invoke" => WaitReq::Invoke {
                 task: self.task.clone().ok_or_else(|| missing("task"))?,
                 payload: self.payload.unwrap_or_else(json_null),
+                keys: self.keys.unwrap_or_default(),
                 key: self.key,
             },
             other => return Err(Error::Internal(format!("unknown wait kind {other:?}"))),
@@ -270,6 +281,7 @@ struct InvokeReq {
     key: String,
     task: String,
     payload: Json,
+    keys: flow::FlowKeys,
 }
 
 /// One op of a report from the executor. Ops of one run arrive in the order they happened;
@@ -664,6 +676,8 @@ pub(crate) struct Sched {
     /// Schedules by id, and their next ticks.
     pub(crate) schedules: HashMap<String, crate::schedule::Live>,
     pub(crate) schedule_timers: BinaryHeap<Reverse<(u64, String)>>,
+    /// Schedules due while their task is not registered here: they fire (once) when it is.
+    pub(crate) schedules_without_task: HashSet<String>,
     /// Idempotency keys decided but not yet applied.
     pub(crate) pending_idem: HashMap<(String, String), (String, u64)>,
     /// The live queue entry of each run that has one; heap entries that differ are stale.
@@ -981,6 +995,14 @@ impl Engine {
             if let Some(at) = f.start_by {
                 sched.deadlines.push(Reverse((at, run.clone(), false)));
             }
+            if let Some(ms) = f.finish_ms {
+                // A run that started keeps its `timeout.finish` across a restart, also while
+                // it waits (a run that was running is replayed, and its claim restores it too).
+                let started = store.run(&run)?.and_then(|(_, st)| st).and_then(|st| st.started_at);
+                if let Some(at) = started {
+                    sched.deadlines.push(Reverse((at.saturating_add(ms), run.clone(), true)));
+                }
+            }
             if let (Some(k), Some(first)) = (&f.debounce_key, f.debounce_first) {
                 // Still waiting to start: it keeps absorbing its key's triggers.
                 if sched.entries.contains_key(&run) {
@@ -1071,7 +1093,7 @@ impl Engine {
         g.clone().ok_or(Error::Closed)
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -1102,8 +1124,9 @@ impl Engine {
 
     /// Registers (or replaces) a task's policy and event subscriptions; its waiting runs
     /// become claimable.
-    pub fn register_task(&self, id: &str, policy: TaskPolicy) -> Result<()> {
+    pub fn register_task(&self, id: &str, mut policy: TaskPolicy) -> Result<()> {
         let compiled = validate_policy(&policy)?;
+        policy.key_exprs = flow::KeyExprs::compile(&policy.keys)?;
         let now = self.inner.clock.now_ms();
         let mut s = self.sched()?;
         for subs in s.subs.values_mut() {
@@ -1114,6 +1137,18 @@ impl Engine {
         }
         let schedule_writes = self.sync_task_schedule(&mut s, id, policy.schedule.as_ref(), now)?;
         s.tasks.insert(id.to_string(), policy);
+        let waiting: Vec<String> = s
+            .schedules_without_task
+            .iter()
+            .filter(|sid| s.schedules.get(*sid).is_some_and(|l| l.rec.task == id))
+            .cloned()
+            .collect();
+        for sid in waiting {
+            s.schedules_without_task.remove(&sid);
+            if let Some(at) = s.schedules.get(&sid).map(|l| l.rec.next_tick) {
+                s.schedule_timers.push(Reverse((at, sid)));
+            }
+        }
         if let Some(parked) = s.parked.remove(id) {
             for e in parked {
                 s.schedule(e, now);
@@ -1240,7 +1275,13 @@ impl Engine {
     /// A wait as reported: names, ids and `if` expressions the engine will index.
     fn check_wait(&self, w: &WaitReq) -> Result<()> {
         match w {
-            WaitReq::Invoke { key, task, payload } => {
+            WaitReq::Invoke {
+                key,
+                task,
+                payload,
+                keys,
+            } => {
+                keys.check()?;
                 check_step_key(key)?;
                 crate::limits::check_name("task", "a task id", task)?;
                 self.check_size("the payload of step.invoke", payload)
@@ -1637,6 +1678,7 @@ impl Engine {
                     after.new_runs.append(&mut s.deferred);
                 }
                 self.release_throttled(&mut s, now);
+                s.flow.expire_windows(now);
                 let room = self
                     .inner
                     .opts
@@ -2098,8 +2140,18 @@ impl Engine {
         let mut specs: Vec<WaitSpec> = Vec::new();
         for req in reqs {
             let spec = match req {
-                WaitReq::Invoke { key, task, payload } => {
-                    let inv = InvokeReq { key, task, payload };
+                WaitReq::Invoke {
+                    key,
+                    task,
+                    payload,
+                    keys,
+                } => {
+                    let inv = InvokeReq {
+                        key,
+                        task,
+                        payload,
+                        keys,
+                    };
                     let failed = if !s.tasks.contains_key(&inv.task) {
                         Some(Error::UnknownTask {
                             task: inv.task.clone(),
@@ -2125,8 +2177,10 @@ impl Engine {
                         }),
                         created_seq: None,
                     };
-                    let child =
-                        self.create_run(s, proto, flow::Flow::default(), now, writes, after)?;
+                    // Through the child task's flow control (concurrency, throttle, rate limit,
+                    // singleton, priority, timeouts, cancelOn): a skipped child's outcome is
+                    // known at once and resolves the step below.
+                    let child = self.admit(s, store, proto, inv.keys, now, writes, after)?;
                     WaitSpec::Child {
                         key: inv.key,
                         child,
@@ -2700,8 +2754,9 @@ pub fn validate_policy(p: &TaskPolicy) -> Result<Vec<(String, Option<expr::Expr>
         }
     }
     if let Some(sc) = &p.schedule {
-        crate::schedule::Pattern::parse("schedule", &sc.cron, &sc.tz)?;
+        crate::schedule::Pattern::parse("schedule", &sc.cron, &sc.tz)?.check_fires()?;
     }
+    flow::KeyExprs::compile(&p.keys)?;
     let mut subs = Vec::new();
     let mut seen = HashSet::new();
     for on in &p.on {

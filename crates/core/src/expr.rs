@@ -331,6 +331,16 @@ fn equal(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// A key from an expression: a string as it is, `null` (absent) as the empty key (task-wide),
+/// anything else as its JSON text.
+pub fn key_value(e: &Expr, roots: &[(&str, &Value)]) -> String {
+    match value(e, roots) {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        other => serde_json::to_string(&other).unwrap_or_default(),
+    }
+}
+
 /// Evaluates with named roots (`event`, `async`). The result is true only for `true`.
 pub fn eval(e: &Expr, roots: &[(&str, &Value)]) -> bool {
     value(e, roots) == Value::Bool(true)

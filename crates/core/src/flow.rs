@@ -41,6 +41,56 @@ pub struct RateLimit {
     pub period_ms: u64,
 }
 
+/// The keys a task gives as expressions (`concurrency: { key: 'event.data.accountId' }`),
+/// in the `if` language, evaluated over the run's event (`{ data: payload }` for a direct
+/// trigger) when it is triggered. Sources as given, compiled at registration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyExprSources {
+    #[serde(default)]
+    pub concurrency: Option<String>,
+    #[serde(default)]
+    pub throttle: Option<String>,
+    #[serde(default)]
+    pub rate_limit: Option<String>,
+    #[serde(default)]
+    pub debounce: Option<String>,
+    #[serde(default)]
+    pub singleton: Option<String>,
+}
+
+/// `KeyExprSources`, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct KeyExprs {
+    pub concurrency: Option<crate::expr::Expr>,
+    pub throttle: Option<crate::expr::Expr>,
+    pub rate_limit: Option<crate::expr::Expr>,
+    pub debounce: Option<crate::expr::Expr>,
+    pub singleton: Option<crate::expr::Expr>,
+}
+
+impl KeyExprs {
+    pub fn compile(src: &KeyExprSources) -> Result<KeyExprs> {
+        let c = |option: &str, s: &Option<String>| -> Result<Option<crate::expr::Expr>> {
+            s.as_deref().map(|s| crate::expr::parse(option, s)).transpose()
+        };
+        Ok(KeyExprs {
+            concurrency: c("concurrency.key", &src.concurrency)?,
+            throttle: c("throttle.key", &src.throttle)?,
+            rate_limit: c("rateLimit.key", &src.rate_limit)?,
+            debounce: c("debounce.key", &src.debounce)?,
+            singleton: c("singleton.key", &src.singleton)?,
+        })
+    }
+    pub fn is_empty(&self) -> bool {
+        self.concurrency.is_none()
+            && self.throttle.is_none()
+            && self.rate_limit.is_none()
+            && self.debounce.is_none()
+            && self.singleton.is_none()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub enum DebounceMode {
@@ -156,6 +206,13 @@ pub struct Window {
 
 impl Window {
     fn prune(&mut self, now: u64, period: u64) {
+        // After the wall clock stepped back, a start "in the future" counts as now: the
+        // window then holds at most one period, not the size of the step.
+        if self.times.back().is_some_and(|&t| t > now) {
+            for t in self.times.iter_mut() {
+                *t = (*t).min(now);
+            }
+        }
         while self.times.front().is_some_and(|&t| t + period <= now) {
             self.times.pop_front();
         }
@@ -165,8 +222,11 @@ impl Window {
         self.prune(now, period);
         self.times.len() < cap
     }
-    pub fn record(&mut self, now: u64) {
+    /// Records one at `now`; true if the window was empty (then it needs an expiry).
+    pub fn record(&mut self, now: u64) -> bool {
+        let was_empty = self.times.is_empty();
         self.times.push_back(now);
+        was_empty
     }
     /// When the window next has room (assuming it is full now).
     pub fn next_room(&self, period: u64) -> u64 {
@@ -204,6 +264,10 @@ pub struct FlowState {
     pub throttle_timers: std::collections::BinaryHeap<std::cmp::Reverse<(u64, FlowKey)>>,
     /// Triggers per rate-limit key.
     pub rate_windows: HashMap<FlowKey, Window>,
+    /// When each non-empty window (throttle or rate limit) may have emptied: `(at, rate?,
+    /// key, period)`. Windows are dropped once empty, so a key costs nothing after its
+    /// period (keys are often per user or per account: without this they added up forever).
+    pub window_expiry: std::collections::BinaryHeap<std::cmp::Reverse<(u64, bool, FlowKey, u64)>>,
     /// The pending (not yet started) run of each debounce key.
     pub debounced: HashMap<FlowKey, Debounced>,
     /// The active run of each singleton key.
@@ -241,6 +305,55 @@ impl FlowKeys {
             }
         }
         Ok(())
+    }
+}
+
+impl FlowState {
+    /// Records a start (throttle) or a trigger (rate limit) in its key's window.
+    pub fn record(&mut self, rate: bool, key: &FlowKey, now: u64, period: u64) {
+        let windows = if rate {
+            &mut self.rate_windows
+        } else {
+            &mut self.throttle_windows
+        };
+        if windows.entry(key.clone()).or_default().record(now) {
+            self.window_expiry.push(std::cmp::Reverse((
+                now.saturating_add(period),
+                rate,
+                key.clone(),
+                period,
+            )));
+        }
+    }
+
+    /// Drops the windows that have emptied by `now`.
+    pub fn expire_windows(&mut self, now: u64) {
+        while let Some(std::cmp::Reverse((at, rate, key, period))) = self.window_expiry.peek().cloned() {
+            if at > now {
+                break;
+            }
+            self.window_expiry.pop();
+            let windows = if rate {
+                &mut self.rate_windows
+            } else {
+                &mut self.throttle_windows
+            };
+            let Some(w) = windows.get_mut(&key) else {
+                continue;
+            };
+            w.prune(now, period);
+            match w.times.front() {
+                None => {
+                    windows.remove(&key);
+                }
+                Some(&first) => self.window_expiry.push(std::cmp::Reverse((
+                    first.saturating_add(period).max(now + 1),
+                    rate,
+                    key,
+                    period,
+                ))),
+            }
+        }
     }
 }
 

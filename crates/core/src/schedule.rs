@@ -68,6 +68,18 @@ impl Pattern {
         })
     }
 
+    /// Refuses a pattern that never fires (`0 0 31 2 *`: February has no 31st).
+    pub fn check_fires(self) -> Result<Pattern> {
+        // Any time will do: a pattern fires within a few years of every date, or never.
+        if self.next_after(946_684_800_000).is_none() {
+            return Err(Error::BadCron {
+                option: "cron".into(),
+                reason: "this pattern never fires (no date matches it, like February 31st); check the day and month fields".into(),
+            });
+        }
+        Ok(self)
+    }
+
     /// The last tick at or before `at_ms`.
     pub fn last_at_or_before(&self, at_ms: u64) -> Option<u64> {
         let at = Utc
@@ -278,6 +290,17 @@ impl Engine {
             if live.rec.next_tick != at {
                 continue; // superseded
             }
+            if !s.tasks.contains_key(&live.rec.task) {
+                // Its task is not (or no longer) defined here: nothing fires, and the tick
+                // stays due. When the task is registered it fires once, for the latest tick.
+                if s.schedules_without_task.insert(id.clone()) {
+                    tracing::warn!(
+                        "durably: schedule {id} is due but its task \"{}\" is not defined in this process; it fires when the task is",
+                        live.rec.task
+                    );
+                }
+                continue;
+            }
             // After downtime, the run stands for the latest missed tick.
             let at = live
                 .pattern
@@ -321,19 +344,22 @@ impl Engine {
 
     /// Creates (or, for a known `externalId` of the task, updates) a dynamic schedule.
     pub async fn create_schedule(&self, input: ScheduleIn) -> Result<ScheduleRecord> {
+        self.check_open()?;
         let now = self.inner.clock.now_ms();
-        let pattern = Pattern::parse("cron", &input.cron, &input.tz)?;
-        if input.task.is_empty() {
-            return Err(Error::bad_option(
-                "task",
-                "schedules.create needs the task to run",
-            ));
+        let pattern = Pattern::parse("cron", &input.cron, &input.tz)?.check_fires()?;
+        crate::limits::check_name("task", "the task of a schedule", &input.task)?;
+        if let Some(ext) = &input.external_id {
+            crate::limits::check_name("externalId", "an externalId", ext)?;
         }
         if let Some(p) = &input.payload {
             self.check_size("the schedule payload", p)?;
         }
         let rec = {
             let mut s = self.sched()?;
+            // Like trigger(): a typo must not create a schedule nobody will ever run.
+            if !s.tasks.contains_key(&input.task) {
+                return Err(Error::UnknownTask { task: input.task });
+            }
             let id = match &input.external_id {
                 Some(ext) => format!("ext:{}:{ext}", input.task),
                 None => s.next_id("sch", now),
@@ -381,6 +407,7 @@ impl Engine {
 
     /// Deletes a schedule; false if there was none with this id.
     pub async fn delete_schedule(&self, id: &str) -> Result<bool> {
+        self.check_open()?;
         let existed = self.sched()?.schedules.remove(id).is_some();
         if existed {
             self.commit_after(
