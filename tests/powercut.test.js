@@ -277,14 +277,14 @@ async function torture(t, variant) {
     for (const l of res.lostRuns) lostRuns.set(`${variant}#${store} ${l.split(' ')[0]}`, bytesOf(l));
     for (const l of res.lostSteps) lostSteps.set(`${variant}#${store} ${l.split(' ')[0]}`, bytesOf(l));
     const line =
-      `# cut ${i}: start ${startMs} ms, ran ${running ? runMs : 0} ms, check ${checkMs} ms; ` +
+      `# [${variant}] cut ${i}: start ${startMs} ms, ran ${running ? runMs : 0} ms, check ${checkMs} ms; ` +
       `+${acks.runs.size - before.runs} runs +${acks.steps.size - before.steps} steps acknowledged; dropped ${u.undone} unsynced changes ` +
       `(${(u.bytesDropped / 1e6).toFixed(1)} MB in ${Object.values(u.files).filter((s) => s.undone).length} files); ` +
       (res.opened
         ? `store opened, ${res.runs} runs / ${res.steps} steps checked, lost ${res.lostRuns.length} / ${res.lostSteps.length}`
         : `STORE FAILED TO OPEN: ${res.error.slice(0, 200)}`);
     console.log(line);
-    for (const l of [...res.lostRuns, ...res.lostSteps].slice(0, 3)) console.log(`#   lost: ${l}`);
+    for (const l of [...res.lostRuns, ...res.lostSteps].slice(0, 3)) console.log(`#   [${variant}] lost: ${l}`);
     if (!res.opened) {
       sum.openFailures.push(`cut ${i}: ${res.error.slice(0, 300)}`);
       // Every acknowledgement in this store is unverifiable: count it as checked and lost.
