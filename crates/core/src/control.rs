@@ -65,10 +65,11 @@ impl Engine {
             s.flow.record(true, &key, now, rl.period_ms);
         }
         // Singleton: one active run per key.
-        let proto = match self.singleton_gate(s, store, &policy, proto, &keys, now, writes, after)? {
-            Ok(proto) => proto,
-            Err(skipped) => return Ok(skipped),
-        };
+        let proto =
+            match self.singleton_gate(s, store, &policy, proto, &keys, now, writes, after)? {
+                Ok(proto) => proto,
+                Err(skipped) => return Ok(skipped),
+            };
         // Debounce: a pending run of the key absorbs the trigger and is postponed.
         let mut proto = proto;
         if let Some(db) = policy.debounce.filter(|_| !invoked) {
@@ -953,7 +954,16 @@ impl Engine {
             // A replay obeys `singleton` like a trigger: skipped while another run of its key
             // is active (or that run is cancelled, in `cancel` mode).
             let decided = self
-                .singleton_gate(&mut s, &*store, &policy, proto, &keys, now, &mut writes, &mut after)
+                .singleton_gate(
+                    &mut s,
+                    &*store,
+                    &policy,
+                    proto,
+                    &keys,
+                    now,
+                    &mut writes,
+                    &mut after,
+                )
                 .and_then(|gate| match gate {
                     Ok(proto) => self.create_run(&mut s, proto, f, now, &mut writes, &mut after),
                     Err(skipped) => Ok(skipped),

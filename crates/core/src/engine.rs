@@ -616,6 +616,8 @@ pub struct Stats {
     pub next_wake_at: Option<u64>,
     /// A schedule tick, deadline or throttle release is due (the scheduler will act on it).
     pub control_due: bool,
+    /// Throttle and rate-limit keys with starts in their window (freed with their period).
+    pub flow_keys: usize,
 }
 
 pub(crate) struct RunningRun {
@@ -998,9 +1000,14 @@ impl Engine {
             if let Some(ms) = f.finish_ms {
                 // A run that started keeps its `timeout.finish` across a restart, also while
                 // it waits (a run that was running is replayed, and its claim restores it too).
-                let started = store.run(&run)?.and_then(|(_, st)| st).and_then(|st| st.started_at);
+                let started = store
+                    .run(&run)?
+                    .and_then(|(_, st)| st)
+                    .and_then(|st| st.started_at);
                 if let Some(at) = started {
-                    sched.deadlines.push(Reverse((at.saturating_add(ms), run.clone(), true)));
+                    sched
+                        .deadlines
+                        .push(Reverse((at.saturating_add(ms), run.clone(), true)));
                 }
             }
             if let (Some(k), Some(first)) = (&f.debounce_key, f.debounce_first) {
@@ -2633,6 +2640,7 @@ impl Engine {
             next_wake_at: s.next_timer(),
             control_due: Self::next_control_wake(&s).is_some_and(|at| at <= now)
                 || s.spill_after.is_some_and(|(at, _)| at <= now),
+            flow_keys: s.flow.rate_windows.len() + s.flow.throttle_windows.len(),
         })
     }
 

@@ -72,7 +72,9 @@ pub struct KeyExprs {
 impl KeyExprs {
     pub fn compile(src: &KeyExprSources) -> Result<KeyExprs> {
         let c = |option: &str, s: &Option<String>| -> Result<Option<crate::expr::Expr>> {
-            s.as_deref().map(|s| crate::expr::parse(option, s)).transpose()
+            s.as_deref()
+                .map(|s| crate::expr::parse(option, s))
+                .transpose()
         };
         Ok(KeyExprs {
             concurrency: c("concurrency.key", &src.concurrency)?,
@@ -328,7 +330,9 @@ impl FlowState {
 
     /// Drops the windows that have emptied by `now`.
     pub fn expire_windows(&mut self, now: u64) {
-        while let Some(std::cmp::Reverse((at, rate, key, period))) = self.window_expiry.peek().cloned() {
+        while let Some(std::cmp::Reverse((at, rate, key, period))) =
+            self.window_expiry.peek().cloned()
+        {
             if at > now {
                 break;
             }

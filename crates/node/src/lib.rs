@@ -122,9 +122,10 @@ impl NativeEngine {
                 .unwrap_or(defaults.timer_window),
         };
         let store = match &opts.data_dir {
-            Some(dir) => {
-                durably_core::open_sled(&PathBuf::from(dir), opts.cache_bytes.map(|b| b.max(0.0) as u64))
-            }
+            Some(dir) => durably_core::open_sled(
+                &PathBuf::from(dir),
+                opts.cache_bytes.map(|b| b.max(0.0) as u64),
+            ),
             None => durably_core::open_memory(),
         }
         .map_err(js_err)?;
