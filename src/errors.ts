@@ -24,7 +24,8 @@ export type ErrorCode =
   | 'E_INTERNAL'
   | 'E_RUN_FAILED'
   | 'E_RUN_CANCELLED'
-  | 'E_RUN_SKIPPED';
+  | 'E_RUN_SKIPPED'
+  | 'E_RUN_POISONED';
 
 /** The stored form of an error: what `runs.get()` shows and `E_RUN_FAILED` carries as `cause`. */
 export interface StoredError {

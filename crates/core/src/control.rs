@@ -394,6 +394,18 @@ impl Engine {
     /// on that key moves up).
     pub(crate) fn take_running(&self, s: &mut Sched, run: &str, now: u64) -> Option<RunningRun> {
         let r = s.running.remove(run)?;
+        // It left `running` with the process alive: its claim may be forgotten, and a crash
+        // count it had starts again.
+        if let Some(n) = s.claims.get_mut(&r.batch) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.claims.remove(&r.batch);
+                s.claims_done.push(r.batch);
+            }
+        }
+        if s.crashes.remove(run).is_some() {
+            s.crashes_done.push(run.to_string());
+        }
         if let Some(slot) = &r.slot {
             if let Some(n) = s.flow.executing.get_mut(slot) {
                 *n = n.saturating_sub(1);
@@ -908,7 +920,7 @@ impl Engine {
                     return Err(e);
                 }
             };
-            after.new_runs.append(&mut s.deferred);
+            s.drain_deferred(&mut writes, &mut after);
             done
         };
         self.notify_work();
@@ -1043,7 +1055,7 @@ impl Engine {
                     flow: f,
                 });
             }
-            after.new_runs.append(&mut s.deferred);
+            s.drain_deferred(&mut writes, &mut after);
         }
         self.notify_work();
         self.commit_after(writes, after).await

@@ -53,6 +53,9 @@ pub struct EngineOptions {
     /// scheduler keeps in memory; later ones stay in the store's queue index and are paged
     /// in as their time comes, so parked runs cost disk, not heap.
     pub timer_window: usize,
+    /// A run that was running each time the process died this many times in a row fails
+    /// with `E_RUN_POISONED` instead of being replayed again (a poison run).
+    pub crash_limit: u32,
 }
 
 impl Default for EngineOptions {
@@ -63,6 +66,7 @@ impl Default for EngineOptions {
             durability: Durability::Sync,
             sim_sync_delay_ms: 0,
             timer_window: 4096,
+            crash_limit: 3,
         }
     }
 }
@@ -630,6 +634,8 @@ pub(crate) struct RunningRun {
     pub max_attempts: u32,
     pub parent: Option<ParentRef>,
     pub event_cursor: Option<u64>,
+    /// The claim it was handed out in (`Write::PutClaims`).
+    pub batch: u64,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -717,6 +723,16 @@ pub(crate) struct Sched {
     pub(crate) timer_cap: usize,
     /// Duplicate queue entries found at open, whose removal may not be applied yet.
     pub(crate) stale_entries: HashSet<(u64, u64)>,
+    /// Claims with runs still running: batch → how many.
+    pub(crate) claims: HashMap<u64, usize>,
+    /// Claims whose runs all left `running`: their records go with the next commit.
+    pub(crate) claims_done: Vec<u64>,
+    /// Runs with a crash count (they were running when the process died).
+    pub(crate) crashes: HashMap<String, u32>,
+    /// Runs whose crash count goes with the next commit (they made progress).
+    pub(crate) crashes_done: Vec<String>,
+    /// Runs that crashed the process `crash_limit` times: failed at the next claim.
+    pub(crate) poisoned: Vec<(String, u32)>,
 }
 
 impl Sched {
@@ -882,6 +898,18 @@ impl Sched {
         self.seq += 1;
         self.seq
     }
+
+    /// What every decision leaves for its commit besides its own writes: requeued runs to
+    /// schedule once applied, and the records of claims and crash counts that are done.
+    pub(crate) fn drain_deferred(&mut self, writes: &mut Vec<Write>, after: &mut AfterCommit) {
+        after.new_runs.append(&mut self.deferred);
+        for batch in self.claims_done.drain(..) {
+            writes.push(Write::DelClaims { batch });
+        }
+        for run in self.crashes_done.drain(..) {
+            writes.push(Write::DelCrashes { run });
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -1025,6 +1053,43 @@ impl Engine {
                 }
             }
             sched.flows.insert(run, Arc::new(f));
+        }
+        // Poison runs: the runs of a claim still recorded were running when the process died.
+        let limit = opts.crash_limit.max(1);
+        let mut counts: HashMap<String, u32> = store.crashes()?.into_iter().collect();
+        let live =
+            |s: &Sched, run: &str| s.entries.contains_key(run) || s.waiting.contains_key(run);
+        for (run, n) in &counts {
+            if live(&sched, run) {
+                sched.crashes.insert(run.clone(), *n); // not running at this crash: kept as is
+            }
+        }
+        for (batch, runs) in store.claims()? {
+            cleanup.push(Write::DelClaims { batch });
+            for run in runs {
+                if !live(&sched, &run) {
+                    continue; // it ended before the crash
+                }
+                let n = counts.get(&run).copied().unwrap_or(0) + 1;
+                counts.insert(run.clone(), n);
+                if n >= limit {
+                    tracing::warn!("durably: run {run} was running each of the last {n} times the process died: it fails with E_RUN_POISONED");
+                    sched.crashes.remove(&run);
+                    sched.poisoned.push((run, n));
+                } else {
+                    tracing::warn!("durably: run {run} was running when the process died ({n} time(s) in a row); it is replayed");
+                    cleanup.push(Write::PutCrashes {
+                        run: run.clone(),
+                        crashes: n,
+                    });
+                    sched.crashes.insert(run, n);
+                }
+            }
+        }
+        for (run, _) in counts {
+            if !live(&sched, &run) {
+                cleanup.push(Write::DelCrashes { run });
+            }
         }
         for e in recovered {
             sched.schedule(e, now);
@@ -1424,7 +1489,7 @@ impl Engine {
                 }
                 results.push(Ok(ids));
             }
-            after.new_runs.append(&mut s.deferred);
+            s.drain_deferred(&mut writes, &mut after);
         }
         self.inner.work.notify_one();
         // Even with nothing to write (every trigger answered by an idempotency key), the
@@ -1476,7 +1541,7 @@ impl Engine {
                     }
                 }
             }
-            after.new_runs.append(&mut s.deferred);
+            s.drain_deferred(&mut writes, &mut after);
         }
         self.inner.work.notify_one();
         // Even when every event was a duplicate: the answer waits for the writer, since the
@@ -1518,7 +1583,7 @@ impl Engine {
             });
             s.pending_tokens.insert(token.to_string(), data);
             after.tokens.push(token.to_string());
-            after.new_runs.append(&mut s.deferred);
+            s.drain_deferred(&mut writes, &mut after);
             resumed
         };
         self.inner.work.notify_one();
@@ -1550,11 +1615,22 @@ impl Engine {
     }
 
     /// `commit_after` without waiting for the commit.
-    pub(crate) fn submit_after(&self, writes: Vec<Write>, after: AfterCommit) {
+    /// `submit_after`, with a receiver told once the writes are durable (or failed).
+    fn submit_after_rx(
+        &self,
+        writes: Vec<Write>,
+        after: AfterCommit,
+    ) -> oneshot::Receiver<Result<()>> {
         let apply = self.after_commit(after);
-        self.inner
-            .writer
-            .submit(writes, Box::new(move |res| apply(&res)));
+        let (tx, rx) = oneshot::channel();
+        self.inner.writer.submit(
+            writes,
+            Box::new(move |res| {
+                apply(&res);
+                let _ = tx.send(res);
+            }),
+        );
+        rx
     }
 
     fn after_commit(&self, after: AfterCommit) -> impl FnOnce(&Result<()>) + Send + 'static {
@@ -1602,13 +1678,18 @@ impl Engine {
                 return Err(e);
             }
             let notified = self.inner.work.notified();
-            let (batch, next_wake) = match self.claim_now(max) {
+            let (batch, next_wake, durable) = match self.claim_now(max) {
                 Ok(x) => x,
                 Err(e) => {
                     self.fail_stop(&e);
                     return Err(e);
                 }
             };
+            if let Some(rx) = durable {
+                // The claim's record must be on disk before its runs execute: a run that
+                // kills the process is then counted (poison runs).
+                rx.await.unwrap_or(Err(Error::Closed))?;
+            }
             if !batch.runs.is_empty()
                 || !batch.abort.is_empty()
                 || self.inner.kicked.swap(false, Ordering::AcqRel)
@@ -1662,7 +1743,16 @@ impl Engine {
 
     /// Applies due deadlines, promotes due timers and throttled runs, picks ready runs within
     /// the concurrency limits and loads them. Also returns when the scheduler must look again.
-    fn claim_now(&self, max: usize) -> Result<(ClaimBatch, Option<u64>)> {
+    #[allow(clippy::type_complexity)]
+    fn claim_now(
+        &self,
+        max: usize,
+    ) -> Result<(
+        ClaimBatch,
+        Option<u64>,
+        Option<oneshot::Receiver<Result<()>>>,
+    )> {
+        let mut durable = None;
         loop {
             let now = self.inner.clock.now_ms();
             let mut cleanup = Vec::new();
@@ -1670,19 +1760,37 @@ impl Engine {
             let (picked, abort, next_wake) = {
                 let store = self.store()?;
                 let mut s = self.sched()?;
+                for (run, n) in std::mem::take(&mut s.poisoned) {
+                    let error = serde_json::json!({
+                        "name": "DurablyError",
+                        "code": "E_RUN_POISONED",
+                        "message": format!("run {run} was running each of the last {n} times the process died (a poison run: it may exit the process, run out of memory or crash native code); it was failed so that the other runs go on. Fix the task, then runs.retry(\"{run}\")"),
+                    });
+                    self.end_locked(
+                        &mut s,
+                        &*store,
+                        &run,
+                        RunStatus::Failed,
+                        to_raw(&error)?,
+                        now,
+                        &mut cleanup,
+                        &mut after,
+                    )?;
+                    cleanup.push(Write::DelCrashes { run });
+                }
                 if s.deadlines
                     .peek()
                     .is_some_and(|Reverse((at, _, _))| *at <= now)
                 {
                     self.run_deadlines(&mut s, &*store, now, &mut cleanup, &mut after)?;
-                    after.new_runs.append(&mut s.deferred);
+                    s.drain_deferred(&mut cleanup, &mut after);
                 }
                 if s.schedule_timers
                     .peek()
                     .is_some_and(|Reverse((at, _))| *at <= now)
                 {
                     self.run_schedules(&mut s, &*store, now, &mut cleanup, &mut after)?;
-                    after.new_runs.append(&mut s.deferred);
+                    s.drain_deferred(&mut cleanup, &mut after);
                 }
                 self.release_throttled(&mut s, now);
                 s.flow.expire_windows(now);
@@ -1697,6 +1805,7 @@ impl Engine {
                 s.promote(now);
                 s.refill(&*store, now, room)?;
                 let mut picked = Vec::new();
+                let batch = s.seq + 1; // taken below if anything is picked
                 while picked.len() < room {
                     let Some(Ready(_, t)) = s.ready.pop() else {
                         break;
@@ -1732,10 +1841,21 @@ impl Engine {
                             max_attempts,
                             parent: None,
                             event_cursor: None,
+                            batch,
                         },
                     );
                     let fresh = s.fresh.remove(&e.id);
                     picked.push((e, max_attempts, fresh));
+                }
+                if !picked.is_empty() {
+                    // Recorded before the runs execute (the claim waits for it to be
+                    // durable): after a crash, the runs of an unfinished claim are counted.
+                    s.next_seq();
+                    s.claims.insert(batch, picked.len());
+                    cleanup.push(Write::PutClaims {
+                        batch,
+                        runs: picked.iter().map(|(e, _, _)| e.id.clone()).collect(),
+                    });
                 }
                 let abort = std::mem::take(&mut s.abort);
                 let timer = if room == 0 { None } else { s.next_timer() };
@@ -1746,7 +1866,7 @@ impl Engine {
                 (picked, abort, next_wake)
             };
             if !cleanup.is_empty() {
-                self.submit_after(cleanup, after);
+                durable = Some(self.submit_after_rx(cleanup, after));
             }
             let picked_any = !picked.is_empty();
             let runs = if picked_any {
@@ -1755,12 +1875,12 @@ impl Engine {
                 Vec::new()
             };
             if !runs.is_empty() || !abort.is_empty() {
-                return Ok((ClaimBatch { runs, abort }, next_wake));
+                return Ok((ClaimBatch { runs, abort }, next_wake, durable));
             }
             // Nothing to hand out. Look again at once if what was picked turned out stale (more
             // may be ready) or something is already due; otherwise the caller waits.
             if !picked_any && next_wake.is_none_or(|at| at > now) {
-                return Ok((ClaimBatch { runs, abort }, next_wake));
+                return Ok((ClaimBatch { runs, abort }, next_wake, durable));
             }
         }
     }
@@ -1894,7 +2014,7 @@ impl Engine {
                     return Err(e);
                 }
             }
-            after.new_runs.append(&mut s.deferred);
+            s.drain_deferred(&mut writes, &mut after);
         }
         self.inner.work.notify_one();
         if writes.is_empty() {

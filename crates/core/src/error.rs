@@ -29,8 +29,12 @@ pub enum Error {
         limit: usize,
     },
 
-    #[error("the data folder {} is already open in another durably engine (in this process or another one); only one server process can use a data folder at a time: stop the other process, or give this one its own folder with configure({{ dataDir }}) or DURABLY_DATA_DIR", path.display())]
-    DataDirLocked { path: PathBuf },
+    #[error("{}", locked_message(path, *here))]
+    DataDirLocked {
+        path: PathBuf,
+        /// Open in this process (else: another process holds it).
+        here: bool,
+    },
 
     #[error("option `{option}`: {reason}")]
     BadDuration { option: String, reason: String },
@@ -76,6 +80,14 @@ pub enum Error {
     Internal(String),
 }
 
+fn locked_message(path: &std::path::Path, here: bool) -> String {
+    if here {
+        format!("the data folder {} is already open in this process (another durably engine uses it); one folder serves one engine: give this one its own folder with configure({{ dataDir }})", path.display())
+    } else {
+        format!("the data folder {} is in use by another process (another server on this machine, or a leftover dev server); only one process can use a data folder at a time: when it exits this one takes over (a rolling deploy), or stop it, or give this process its own folder with configure({{ dataDir }}) or DURABLY_DATA_DIR", path.display())
+    }
+}
+
 impl Error {
     /// The stable code JS sees as `err.code`.
     pub fn code(&self) -> &'static str {
@@ -119,6 +131,8 @@ impl Error {
         "E_CLOSED",
         "E_TIMEOUT",
         "E_INTERNAL",
+        // Stored as the error of a run, not returned by a call:
+        "E_RUN_POISONED",
     ];
 
     pub fn bad_option(option: impl Into<String>, reason: impl Into<String>) -> Self {

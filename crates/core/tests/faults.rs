@@ -410,3 +410,70 @@ async fn data_nested_too_deep_is_refused_with_its_own_code() {
         serde_json::from_str(&format!(r#"{{"task":"t","payload":{ok}}}"#)).unwrap();
     engine.trigger(vec![vec![item]]).await.remove(0).unwrap();
 }
+
+/// Poison runs: a run that was running each time the process died is failed with
+/// `E_RUN_POISONED` after `crash_limit` crashes in a row, and the other runs carry on.
+#[tokio::test]
+async fn a_run_that_kills_the_process_three_times_fails_as_poisoned() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(EPOCH));
+    let open = || {
+        let e = Engine::open(
+            durably_core::open_sled(dir.path(), None).unwrap(),
+            clock.clone(),
+            EngineOptions::default(),
+        )
+        .unwrap();
+        e.register_task("t", TaskPolicy::default()).unwrap();
+        e
+    };
+    let (poison, fine) = {
+        let engine = open();
+        let poison = trigger(&engine, json!({"task": "t", "payload": "kills"}))
+            .await
+            .unwrap();
+        let fine = trigger(&engine, json!({"task": "t", "payload": "fine"}))
+            .await
+            .unwrap();
+        engine.close();
+        (poison, fine)
+    };
+    for crash in 1..=4 {
+        let engine = open();
+        if crash == 4 {
+            // After three crashes in a row, it is not handed out again: it fails.
+            let batch = engine.claim(10).await.unwrap().unwrap();
+            let ids: Vec<&str> = batch.runs.iter().map(|c| c.id.as_str()).collect();
+            assert_eq!(ids, [fine.as_str()], "only the healthy run executes");
+            engine.flush().await.unwrap();
+            let run = engine.get_run(&poison).unwrap().unwrap();
+            assert_eq!(run.status, RunStatus::Failed);
+            let err: Value = serde_json::from_str(run.error.unwrap().get()).unwrap();
+            assert_eq!(err["code"], "E_RUN_POISONED");
+            report(
+                &engine,
+                json!([{"op": "complete", "run": fine, "output": 1}]),
+            )
+            .await
+            .unwrap();
+            assert_eq!(status(&engine, &fine), RunStatus::Completed);
+            break;
+        }
+        // Both are handed out; the process "dies" while they run (no report; the claim was
+        // durable before they were handed out). Closing releases the folder, as the OS does.
+        let batch = engine.claim(10).await.unwrap().unwrap();
+        let mut ids: Vec<&str> = batch.runs.iter().map(|c| c.id.as_str()).collect();
+        ids.sort();
+        let mut want = [poison.as_str(), fine.as_str()];
+        want.sort();
+        assert_eq!(ids, want, "crash {crash}");
+        if crash == 2 {
+            // The healthy one got through this time: its count starts again.
+            report(&engine, json!([{"op": "step", "run": fine, "key": "a", "output": 1},
+                                    {"op": "wait", "run": fine, "waits": [{"kind": "sleep", "key": "s", "wakeAt": EPOCH}]}]))
+                .await
+                .unwrap();
+        }
+        engine.close();
+    }
+}

@@ -43,6 +43,8 @@ pub struct OpenOptions {
     pub sim_sync_delay_ms: Option<u32>,
     /// Tests only: how many timers of parked runs stay in memory (the rest are paged in).
     pub timer_window: Option<u32>,
+    /// Crashes in a row while a run ran before it fails with E_RUN_POISONED.
+    pub crash_limit: Option<u32>,
 }
 
 #[napi]
@@ -87,6 +89,26 @@ pub fn error_codes() -> Vec<String> {
         .collect()
 }
 
+/// `NativeEngine.open` off the JS thread: opening a large store (recovery) or a folder a
+/// handle of this process just released (sled frees its lock a moment later) takes time the
+/// event loop must not spend waiting.
+#[napi]
+pub async fn open_engine(opts: OpenOptions) -> Result<NativeEngine> {
+    match tokio::task::spawn_blocking(move || {
+        std::panic::catch_unwind(move || NativeEngine::open(opts))
+    })
+    .await
+    {
+        Ok(Ok(res)) => res,
+        Ok(Err(_)) => Err(napi::Error::from_reason(
+            "E_INTERNAL: opening the store panicked (this is a bug in durably, please report it)",
+        )),
+        Err(e) => Err(napi::Error::from_reason(format!(
+            "E_INTERNAL: the open task failed: {e}"
+        ))),
+    }
+}
+
 #[napi]
 impl NativeEngine {
     /// Opens the store (sled in `dataDir`, or memory) and recovers every unfinished run.
@@ -120,6 +142,7 @@ impl NativeEngine {
                 .timer_window
                 .map(|w| w as usize)
                 .unwrap_or(defaults.timer_window),
+            crash_limit: opts.crash_limit.unwrap_or(defaults.crash_limit),
         };
         let store = match &opts.data_dir {
             Some(dir) => durably_core::open_sled(
@@ -323,6 +346,15 @@ impl NativeEngine {
     #[napi(catch_unwind)]
     pub fn stats(&self) -> Result<String> {
         to_json(&self.engine.stats().map_err(js_err)?)
+    }
+
+    /// The store failure that stopped the engine ("E_CODE: message"), if one did: it decides
+    /// nothing more until the store is reopened.
+    #[napi]
+    pub fn failure(&self) -> Option<String> {
+        self.engine
+            .failure()
+            .map(|e| format!("{}: {}", e.code(), e))
     }
 
     #[napi]

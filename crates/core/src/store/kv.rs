@@ -18,6 +18,8 @@
 //! | `f/{run id}`                     | `Flow` JSON (runs not ended) |
 //! | `c/{schedule id}`                | `ScheduleRecord` JSON      |
 //! | `i/{task}\0{key}`                | `{run id}\0{expires_at u64 BE}` |
+//! | `p/b/{batch u64 BE}`             | JSON list of the run ids of a claim still running |
+//! | `p/c/{run id}`                   | crashes in a row while the run ran (u32 BE) |
 //!
 //! Run ids are ULID-based and sort by creation time, so a reverse scan of `r/` lists runs
 //! newest first. Everything lives in one keyspace because a sled batch is atomic only
@@ -110,6 +112,12 @@ pub(crate) fn event_index_keys(e: &EventRecord) -> Vec<Vec<u8>> {
         keys.push(name_key("u/", &e.name, e.seq));
     }
     keys
+}
+
+fn claims_key(batch: u64) -> Vec<u8> {
+    let mut k = b"p/b/".to_vec();
+    k.extend_from_slice(&batch.to_be_bytes());
+    k
 }
 
 fn idem_key(task: &str, k: &str) -> Vec<u8> {
@@ -293,6 +301,12 @@ impl<K: Kv> Store for KvStore<K> {
                 Write::PutFlow { run, flow } => (key("f/", run), Some(enc(flow)?)),
                 Write::DelFlow { run } => (key("f/", run), None),
                 Write::PutSchedule(sc) => (key("c/", &sc.id), Some(enc(sc)?)),
+                Write::PutClaims { batch, runs } => (claims_key(*batch), Some(enc(runs)?)),
+                Write::DelClaims { batch } => (claims_key(*batch), None),
+                Write::PutCrashes { run, crashes } => {
+                    (key("p/c/", run), Some(crashes.to_be_bytes().to_vec()))
+                }
+                Write::DelCrashes { run } => (key("p/c/", run), None),
                 Write::DelSchedule { id } => (key("c/", id), None),
                 Write::PutIdempotency {
                     task,
@@ -448,6 +462,27 @@ impl<K: Kv> Store for KvStore<K> {
         let (run, rest) = v.split_at(v.len() - 9);
         let expires = u64::from_be_bytes(rest[1..9].try_into().unwrap_or_default());
         Ok(Some((String::from_utf8_lossy(run).into_owned(), expires)))
+    }
+
+    fn claims(&self) -> Result<Vec<(u64, Vec<String>)>> {
+        Ok(self
+            .scan_json::<Vec<String>>("claim", b"p/b/")?
+            .into_iter()
+            .map(|(k, runs)| {
+                let batch = k[4..].try_into().map(u64::from_be_bytes).unwrap_or(0);
+                (batch, runs)
+            })
+            .collect())
+    }
+
+    fn crashes(&self) -> Result<Vec<(String, u32)>> {
+        let mut out = Vec::new();
+        self.kv.scan(b"p/c/", false, None, &mut |k, v| {
+            let n = v.try_into().map(u32::from_be_bytes).unwrap_or(0);
+            out.push((String::from_utf8_lossy(&k[4..]).into_owned(), n));
+            true
+        })?;
+        Ok(out)
     }
 
     fn newest_run_id(&self) -> Result<Option<String>> {

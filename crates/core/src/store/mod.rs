@@ -75,6 +75,23 @@ pub enum Write {
     DelSchedule {
         id: String,
     },
+    /// The runs of one claim, while any of them runs: after a crash, those still live were
+    /// running when the process died (see `Engine::open`, poison runs).
+    PutClaims {
+        batch: u64,
+        runs: Vec<String>,
+    },
+    DelClaims {
+        batch: u64,
+    },
+    /// How many times in a row a run was running when the process died.
+    PutCrashes {
+        run: String,
+        crashes: u32,
+    },
+    DelCrashes {
+        run: String,
+    },
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -131,6 +148,10 @@ pub trait Store: Send + Sync + 'static {
     fn seq_floor(&self) -> Result<u64>;
     /// The id of the newest run (run ids sort by creation).
     fn newest_run_id(&self) -> Result<Option<String>>;
+    /// Every claim still recorded (`Write::PutClaims`).
+    fn claims(&self) -> Result<Vec<(u64, Vec<String>)>>;
+    /// Every run's crash count (`Write::PutCrashes`).
+    fn crashes(&self) -> Result<Vec<(String, u32)>>;
     /// Runs marked waiting on an event, a token or a child.
     fn waiting_runs(&self) -> Result<Vec<String>>;
     fn token(&self, id: &str) -> Result<Option<TokenRecord>>;

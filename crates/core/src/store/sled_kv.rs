@@ -57,6 +57,7 @@ impl Registration {
         if !d.open.insert(dir.to_path_buf()) {
             return Err(Error::DataDirLocked {
                 path: dir.to_path_buf(),
+                here: true,
             });
         }
         Ok(Registration(dir.to_path_buf()))
@@ -221,7 +222,10 @@ impl SledKv {
                         || io.to_string().contains("could not acquire lock") =>
                 {
                     if !registration.closed_recently() || started.elapsed() >= LOCK_GRACE {
-                        return Err(Error::DataDirLocked { path: dir });
+                        return Err(Error::DataDirLocked {
+                            path: dir,
+                            here: false,
+                        });
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
