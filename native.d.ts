@@ -42,6 +42,8 @@ export declare class NativeEngine {
   listSchedules(task?: string | undefined | null): string
   /** Deletes a schedule; resolves with false if there was none with this id. */
   deleteSchedule(id: string): Promise<boolean>
+  /** Writes and syncs a few bytes: rejects if the store does not take writes. */
+  probe(): Promise<void>
   /** Resolves once every write queued so far is durable and applied. */
   flush(): Promise<void>
   /** Re-opens a failed run from its failed step. */
@@ -52,6 +54,11 @@ export declare class NativeEngine {
   getRun(id: string): string | null
   listRuns(filterJson: string): string
   stats(): string
+  /**
+   * The store failure that stopped the engine ("E_CODE: message"), if one did: it decides
+   * nothing more until the store is reopened.
+   */
+  failure(): string | null
   now(): number
   /** Manual clock only: moves time forward by `ms`. */
   advance(ms: number): void
@@ -82,6 +89,13 @@ export declare function checkPolicy(policyJson: string): void
 /** Every error code the core produces (docs/errors.md documents each). */
 export declare function errorCodes(): Array<string>
 
+/**
+ * `NativeEngine.open` off the JS thread: opening a large store (recovery) or a folder a
+ * handle of this process just released (sled frees its lock a moment later) takes time the
+ * event loop must not spend waiting.
+ */
+export declare function openEngine(opts: OpenOptions): Promise<NativeEngine>
+
 export interface OpenOptions {
   /** Folder of the sled store; absent for an in-memory store. */
   dataDir?: string
@@ -97,7 +111,15 @@ export interface OpenOptions {
   simSyncDelayMs?: number
   /** Tests only: how many timers of parked runs stay in memory (the rest are paged in). */
   timerWindow?: number
+  /** Crashes in a row while a run ran before it fails with E_RUN_POISONED. */
+  crashLimit?: number
 }
 
 /** Parses a duration string ('500ms', '1h30m', '3 days') into milliseconds. */
 export declare function parseDuration(option: string, text: string): number
+
+/**
+ * Sets the level (`silent`, `error`, `warn`, `info`, `debug`) and the JS function that
+ * receives `(level, message)`; without one, messages go to stderr.
+ */
+export declare function setLogger(level: string, logger?: ((arg: [string, string]) => void) | undefined | null): void

@@ -841,4 +841,6 @@ module.exports.__panicForTestsAsync = nativeBinding.__panicForTestsAsync
 module.exports.checkExpression = nativeBinding.checkExpression
 module.exports.checkPolicy = nativeBinding.checkPolicy
 module.exports.errorCodes = nativeBinding.errorCodes
+module.exports.openEngine = nativeBinding.openEngine
 module.exports.parseDuration = nativeBinding.parseDuration
+module.exports.setLogger = nativeBinding.setLogger

@@ -12,207 +12,15 @@
  *   flight finish and are stored, then `retryStep` hands the run back to the core, which
  *   schedules the next attempt.
  */
-import { randomUUID } from 'node:crypto';
-import * as path from 'node:path';
-import { DurablyError, NonRetriableError, RetryAfterError, badOption, deserializeError, fromNative, native, serializeError, type StoredError } from './errors';
-import { flowMembers, type TaskFlow } from './flow';
+import { DurablyError, badOption, fromNative, native } from './errors';
+import { Invocation, type Claimed, type Executor } from './invocation';
+import { addon, type NativeEngine } from './native';
+import { log, setLogging } from './log';
+import { checkName, knownKeys, toMs, toTime, type EngineConfig, type TaskDef } from './options';
+import { flowMembers } from './flow';
 import { toJson } from './json';
-import type {
-  ConfigureOptions,
-  FailureInfo,
-  Schedule,
-  ScheduleInput,
-  DurablyEvent,
-  EventInput,
-  OnOption,
-  Task,
-  Token,
-  WaitForEventOptions,
-  Duration,
-  ListRunsOptions,
-  Logger,
-  ResultOptions,
-  RetryOptions,
-  Run,
-  RunHandle,
-  RunList,
-  ShutdownOptions,
-  Stats,
-  StepApi,
-  TaskContext,
-  TriggerOptions,
-} from './types';
-
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const addon = require('../native.js') as typeof import('../native');
-type NativeEngine = import('../native').NativeEngine;
-
-export interface EngineConfig {
-  dataDir: string | null; // null: in-memory
-  concurrency: number;
-  durability: 'sync' | 'batched';
-  flushIntervalMs: number;
-  maxPayloadBytes: number;
-  cacheBytes?: number;
-  manualClockMs?: number;
-  /** Benchmarks only (env DURABLY_SIM_SYNC_DELAY_MS): pause after every sync. */
-  simSyncDelayMs?: number;
-  /** Tests only (env DURABLY_TIMER_WINDOW): timers of parked runs kept in memory. */
-  timerWindow?: number;
-}
-
-export interface TaskDef {
-  id: string;
-  run: (payload: any, ctx: TaskContext) => unknown;
-  policyJson: string;
-  /** Event names that start the task (`on`), for computing flow keys in `send()`. */
-  on?: string[];
-  flow?: TaskFlow;
-  onFailure?: (payload: any, info: FailureInfo) => unknown;
-}
-
-/** About 1,000 years: longer durations are typos, and would overflow times. */
-const MAX_DURATION_MS = 3.2e13;
-/** The latest time a JS Date can hold. */
-const MAX_TIME_MS = 8.64e15;
-
-/** Milliseconds from a duration option; `E_BAD_DURATION` names the option. */
-export function toMs(option: string, value: Duration): number {
-  if (typeof value === 'number') {
-    if (!Number.isFinite(value) || value < 0 || value > MAX_DURATION_MS) {
-      throw new DurablyError('E_BAD_DURATION', `option \`${option}\`: ${value} is not a duration; use a number of milliseconds >= 0 or a string like '30s', '5m', '3 days'`, { option });
-    }
-    return Math.round(value);
-  }
-  if (typeof value === 'string') {
-    const ms = native(() => addon.parseDuration(option, value));
-    if (ms > MAX_DURATION_MS) {
-      throw new DurablyError('E_BAD_DURATION', `option \`${option}\`: ${value} is too long; the longest duration is about 1,000 years`, { option });
-    }
-    return ms;
-  }
-  throw new DurablyError('E_BAD_DURATION', `option \`${option}\`: expected a number of milliseconds or a string like '30s', got ${typeof value}`, { option });
-}
-
-export function toTime(option: string, value: Date | string | number): number {
-  const ms = value instanceof Date ? value.getTime() : typeof value === 'string' ? Date.parse(value) : value;
-  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0 || ms > MAX_TIME_MS) {
-    throw badOption(option, `${String(value)} is not a valid time; pass a Date, an ISO 8601 string or milliseconds since the epoch`);
-  }
-  return Math.round(ms);
-}
-
-const TASK_ID = /^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$/;
-
-export function validateTaskId(id: unknown): string {
-  if (typeof id !== 'string' || !TASK_ID.test(id)) {
-    throw badOption('id', `task id ${JSON.stringify(id)} must be 1–128 characters of letters, digits and . _ : / - (starting with a letter or digit)`);
-  }
-  return id;
-}
-
-/** The JSON policy of a task (`{ retry, on }`), checked by the core without opening anything. */
-export function policyJson(retry: RetryOptions | undefined, on: OnOption | undefined, extra: Record<string, unknown> = {}): string {
-  const r = { ...(JSON.parse(retryPolicyJson(retry)) as Record<string, unknown>), ...extra };
-  if (on !== undefined) r.on = onSpecs(on);
-  const text = JSON.stringify(r);
-  native(() => addon.checkPolicy(text));
-  return text;
-}
-
-function onSpecs(on: OnOption): Array<{ event: string; if?: string }> {
-  const list = Array.isArray(on) ? on : [on];
-  if (list.length === 0) throw badOption('on', 'list at least one event name');
-  return list.map((o, i) => {
-    const opt = Array.isArray(on) ? `on[${i}]` : 'on';
-    if (typeof o === 'string') {
-      if (o.length === 0 || o.length > 256) throw badOption(opt, 'an event name is a string of 1 to 256 characters');
-      return { event: o };
-    }
-    if (o === null || typeof o !== 'object' || typeof o.event !== 'string' || o.event.length === 0) {
-      throw badOption(opt, "must be an event name or { event: 'name', if?: 'expression' }");
-    }
-    if (o.if !== undefined && typeof o.if !== 'string') throw badOption(`${opt}.if`, 'must be an expression string');
-    return o.if === undefined ? { event: o.event } : { event: o.event, if: o.if };
-  });
-}
-
-export function checkExpression(option: string, src: string): void {
-  native(() => addon.checkExpression(option, src));
-}
-
-export function retryPolicyJson(retry: RetryOptions | undefined): string {
-  const r = retry ?? {};
-  if (typeof r !== 'object') throw badOption('retry', 'must be an object like { maxAttempts: 3 }');
-  const maxAttempts = r.maxAttempts ?? 4;
-  if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 1000) {
-    throw badOption('retry.maxAttempts', `must be an integer from 1 to 1000, got ${String(maxAttempts)}`);
-  }
-  const factor = r.factor ?? 2;
-  if (typeof factor !== 'number' || !Number.isFinite(factor) || factor < 1) {
-    throw badOption('retry.factor', `must be a number >= 1, got ${String(factor)}`);
-  }
-  const minTimeoutMs = toMs('retry.minTimeout', r.minTimeout ?? 1000);
-  const maxTimeoutMs = toMs('retry.maxTimeout', r.maxTimeout ?? 3_600_000);
-  if (minTimeoutMs > maxTimeoutMs) throw badOption('retry.minTimeout', 'must not exceed retry.maxTimeout');
-  const randomize = r.randomize ?? true;
-  if (typeof randomize !== 'boolean') throw badOption('retry.randomize', 'must be true or false');
-  return JSON.stringify({ retry: { maxAttempts, factor, minTimeoutMs, maxTimeoutMs, randomize } });
-}
-
-export function resolveConfig(opts: ConfigureOptions, env: NodeJS.ProcessEnv = process.env): EngineConfig {
-  if (opts === null || typeof opts !== 'object') throw badOption('configure', 'pass an object like { dataDir: "./.durably" }');
-  const known = ['dataDir', 'concurrency', 'durability', 'flushInterval', 'maxPayloadBytes', 'cacheBytes'];
-  for (const k of Object.keys(opts)) {
-    if (!known.includes(k)) throw badOption(k, `unknown option; known options are ${known.join(', ')}`);
-  }
-  const dataDir = env.DURABLY_DATA_DIR || opts.dataDir || './.durably';
-  if (typeof dataDir !== 'string') throw badOption('dataDir', 'must be a folder path');
-  const concurrency = env.DURABLY_CONCURRENCY ? Number(env.DURABLY_CONCURRENCY) : (opts.concurrency ?? 100);
-  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 100_000) {
-    throw badOption('concurrency', `must be an integer from 1 to 100000, got ${String(concurrency)}`);
-  }
-  const durability = (env.DURABLY_DURABILITY as 'sync' | 'batched' | undefined) || opts.durability || 'sync';
-  if (durability !== 'sync' && durability !== 'batched') throw badOption('durability', `must be 'sync' or 'batched', got ${JSON.stringify(durability)}`);
-  const flushIntervalMs = toMs('flushInterval', opts.flushInterval ?? 100);
-  const maxPayloadBytes = opts.maxPayloadBytes ?? 4 * 1024 * 1024;
-  if (!Number.isInteger(maxPayloadBytes) || maxPayloadBytes < 1024 || maxPayloadBytes > 512 * 1024 * 1024) {
-    throw badOption('maxPayloadBytes', 'must be an integer from 1024 to 536870912');
-  }
-  if (opts.cacheBytes !== undefined && (!Number.isInteger(opts.cacheBytes) || opts.cacheBytes < 1 << 20)) {
-    throw badOption('cacheBytes', 'must be an integer of at least 1048576');
-  }
-  const sim = Number(env.DURABLY_SIM_SYNC_DELAY_MS ?? 0);
-  const simSyncDelayMs = Number.isFinite(sim) && sim > 0 ? Math.round(sim) : undefined;
-  const window = Number(env.DURABLY_TIMER_WINDOW ?? NaN);
-  const timerWindow = Number.isInteger(window) && window >= 1 ? window : undefined;
-  return { dataDir: path.resolve(dataDir), concurrency, durability, flushIntervalMs, maxPayloadBytes, cacheBytes: opts.cacheBytes, simSyncDelayMs, timerWindow };
-}
-
-interface ClaimedStep {
-  key: string;
-  status: 'completed' | 'failed' | 'retrying' | 'waiting';
-  attempts: number;
-  output?: unknown;
-  error?: StoredError;
-  wakeAt?: number;
-  child?: string;
-}
-
-interface Claimed {
-  id: string;
-  task: string;
-  payload: unknown;
-  attempt: number;
-  maxAttempts: number;
-  createdAt: number;
-  now: number;
-  tags?: string[];
-  event?: DurablyEvent;
-  steps: ClaimedStep[];
-  kind?: 'onFailure';
-  failure?: { runId: string; error: StoredError };
-}
+import type { EventInput, ListRunsOptions, ResultOptions, Run, RunHandle, RunList, Schedule, ScheduleInput, ShutdownOptions, Stats, Token, TriggerOptions } from './types';
+import type { StoredError } from './errors';
 
 interface PendingGroup {
   json: string;
@@ -240,15 +48,6 @@ function settleGroups(groups: PendingGroup[], call: Promise<string>): void {
   );
 }
 
-/**
- * A promise that never settles, for a parked branch of a run. A fresh one each time: a
- * shared one would keep every parked run's continuation reachable (a leak of every
- * suspended invocation); a fresh one is garbage once the invocation is dropped.
- */
-function parked<T = never>(): Promise<T> {
-  return new Promise<T>(() => {});
-}
-
 function scheduleOut(r: Record<string, unknown>): Schedule {
   const out: Schedule = {
     id: r.id as string,
@@ -271,7 +70,10 @@ function dates<T extends Record<string, unknown>>(v: T): T {
   return v;
 }
 
-export class Engine {
+/** Every option `trigger()` takes. */
+const TRIGGER_OPTIONS = ['delay', 'runAt', 'idempotencyKey', 'idempotencyKeyTTL', 'priority', 'tags', 'ttl', 'concurrencyKey'] as const;
+
+export class Engine implements Executor {
   config: EngineConfig;
   readonly tasks = new Map<string, TaskDef>();
   private nat: NativeEngine | null = null;
@@ -292,6 +94,22 @@ export class Engine {
   private signalHook: ((sig: NodeJS.Signals) => void) | null = null;
   private warned = new Set<string>();
   private readonly invocations = new Map<string, Invocation>();
+  /** The open in progress (first open, waiting for the folder, or reopening after a failure). */
+  private opening: Promise<NativeEngine> | null = null;
+  /**
+   * Why the open is waiting (the folder held by another process; the store failed and is
+   * being reopened): calls that need the store give up after `lockTimeout` with this error.
+   */
+  private waitingFor: DurablyError | null = null;
+  private waitingListeners: Array<() => void> = [];
+  /** A shutdown in progress: start() and calls that open wait for it. */
+  private closing: Promise<void> | null = null;
+  /** Set by shutdown(): an open waiting in the background gives up. */
+  private stopped = false;
+  /** Reopening after the store failed (a full disk): see `recover`. */
+  private recovering = false;
+  /** Shutting down: runs stop at their next durable point. */
+  draining = false;
 
   constructor(config: EngineConfig) {
     this.config = config;
@@ -301,26 +119,131 @@ export class Engine {
     return this.nat !== null;
   }
 
-  /** Opens the store on first need; never at import or by configure(). */
-  open(): NativeEngine {
+  private openOptions() {
+    const c = this.config;
+    return {
+      dataDir: c.dataDir ?? undefined,
+      concurrency: c.concurrency,
+      maxPayloadBytes: c.maxPayloadBytes,
+      durability: c.durability,
+      flushIntervalMs: c.flushIntervalMs,
+      cacheBytes: c.cacheBytes,
+      manualClockMs: c.manualClockMs,
+      simSyncDelayMs: c.simSyncDelayMs,
+      timerWindow: c.timerWindow,
+      crashLimit: c.crashLimit,
+    };
+  }
+
+  /**
+   * The native engine, opened on first need (never at import or by configure()). While the
+   * data folder is held by another process (a rolling deploy: the old server still runs),
+   * the open waits in the background and this gives up after `lockTimeout` with
+   * E_DATA_DIR_LOCKED; the engine takes over the moment the folder is free.
+   */
+  async native(): Promise<NativeEngine> {
+    if (this.closing) await this.closing;
     if (this.nat) return this.nat;
+    const opening = this.beginOpen();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      for (;;) {
+        const waited = new Promise<null>((r) => (timer = setTimeout(() => r(null), this.config.lockTimeoutMs)));
+        const nat = await Promise.race([opening, waited]);
+        clearTimeout(timer);
+        if (nat) return nat;
+        // A slow open (recovering a large store) is waited for; a folder held by another
+        // process, or a store that keeps failing, is not.
+        if (this.waitingFor) throw this.waitingFor;
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The native engine of an in-memory store (durably/testing), opened at once. */
+  nativeSync(): NativeEngine {
+    if (this.nat) return this.nat;
+    if (this.config.dataDir !== null) throw new DurablyError('E_CLOSED', 'the engine is not open yet; await start() first');
+    const nat = native(() => addon.NativeEngine.open(this.openOptions()));
+    this.connect(nat);
+    return nat;
+  }
+
+  private beginOpen(): Promise<NativeEngine> {
+    if (this.opening) return this.opening;
+    this.stopped = false;
+    const p: Promise<NativeEngine> = this.openLoop().finally(() => {
+      if (this.opening === p) this.opening = null;
+    });
+    p.catch(() => {});
+    this.opening = p;
+    return p;
+  }
+
+  private async openLoop(): Promise<NativeEngine> {
     if (process.env.NEXT_PHASE === 'phase-production-build') {
       throw new DurablyError('E_BAD_OPTION', 'durably does not open its store during `next build`; trigger runs from request handlers, server actions or instrumentation, not at module import time');
     }
-    const c = this.config;
-    const nat = native(() =>
-      addon.NativeEngine.open({
-        dataDir: c.dataDir ?? undefined,
-        concurrency: c.concurrency,
-        maxPayloadBytes: c.maxPayloadBytes,
-        durability: c.durability,
-        flushIntervalMs: c.flushIntervalMs,
-        cacheBytes: c.cacheBytes,
-        manualClockMs: c.manualClockMs,
-        simSyncDelayMs: c.simSyncDelayMs,
-        timerWindow: c.timerWindow,
-      }),
+    setLogging(this.config.logLevel, this.config.logger, (l, f) =>
+      // The core calls back with (level, message); napi types it as one tuple.
+      addon.setLogger(l, f && (((...a: unknown[]) => (Array.isArray(a[0]) ? f(a[0][0], a[0][1]) : f(a[0] as string, a[1] as string))) as unknown as (arg: [string, string]) => void)),
     );
+    if (this.config.dataDir === null) return this.nativeSync();
+    let pause = 100;
+    for (;;) {
+      if (this.stopped) throw new DurablyError('E_CLOSED', 'the engine is shut down; call start() again to reopen it');
+      let nat: NativeEngine;
+      try {
+        nat = await addon.openEngine(this.openOptions());
+      } catch (e) {
+        const err = fromNative(e);
+        if (!(err instanceof DurablyError)) throw err;
+        const heldElsewhere = err.code === 'E_DATA_DIR_LOCKED' && !/open in this process/.test(err.message);
+        const stillFailing = this.recovering && (err.code === 'E_DISK_FULL' || err.code === 'E_STORE');
+        if (!heldElsewhere && !stillFailing) throw err;
+        if (!this.waitingFor && heldElsewhere) {
+          log.warn(`${err.message}. Waiting for it; calls that need the store wait up to ${this.config.lockTimeoutMs} ms.`);
+        }
+        this.setWaiting(err);
+        await new Promise((r) => setTimeout(r, heldElsewhere ? 100 : pause));
+        pause = Math.min(pause * 2, 5000);
+        continue;
+      }
+      if (this.stopped) {
+        nat.close();
+        throw new DurablyError('E_CLOSED', 'the engine is shut down; call start() again to reopen it');
+      }
+      if (this.recovering) {
+        // Is there room again? A write that fails stops the new engine at once.
+        try {
+          await nat.probe();
+        } catch (e) {
+          nat.close();
+          this.setWaiting(fromNative(e) as DurablyError);
+          await new Promise((r) => setTimeout(r, pause));
+          pause = Math.min(pause * 2, 5000);
+          continue;
+        }
+      }
+      const waited = this.waitingFor;
+      this.connect(nat);
+      if (waited) log.warn(`the data folder ${this.config.dataDir} is ours now${this.recovering ? ' (the store works again)' : ''}; carrying on.`);
+      this.waitingFor = null;
+      this.recovering = false;
+      return nat;
+    }
+  }
+
+  private setWaiting(err: DurablyError): void {
+    this.waitingFor = err;
+    const ls = this.waitingListeners;
+    this.waitingListeners = [];
+    for (const l of ls) l();
+  }
+
+  /** Makes `nat` this engine's: registers the tasks, installs the exit hooks, starts executing. */
+  private connect(nat: NativeEngine): void {
     try {
       for (const t of this.tasks.values()) native(() => nat.registerTask(t.id, t.policyJson));
     } catch (e) {
@@ -329,7 +252,7 @@ export class Engine {
     }
     this.nat = nat;
     this.abort = new AbortController();
-    if (c.dataDir) {
+    if (this.config.dataDir) {
       // Acknowledged writes are already on disk; this only releases the folder promptly.
       this.exitHook = () => this.closeNow();
       process.once('exit', this.exitHook);
@@ -344,7 +267,7 @@ export class Engine {
       process.once('SIGTERM', this.signalHook);
       process.once('SIGINT', this.signalHook);
     }
-    return nat;
+    if (this.started && !this.loop) this.loop = this.claimLoop();
   }
 
   register(def: TaskDef): void {
@@ -355,11 +278,43 @@ export class Engine {
     }
   }
 
+  /**
+   * Opens the store and executes runs. Resolves once open — or at once when the folder is
+   * held by another process: then the engine waits for it in the background and takes over
+   * when that process exits, so a new server serves pages meanwhile.
+   */
   async start(): Promise<void> {
-    this.open();
-    if (this.started) return;
+    if (this.closing) await this.closing;
     this.started = true;
-    this.loop = this.claimLoop();
+    if (this.nat) {
+      if (!this.loop) this.loop = this.claimLoop();
+      return;
+    }
+    const opening = this.beginOpen();
+    const waiting = new Promise<null>((r) => {
+      if (this.waitingFor) r(null);
+      else this.waitingListeners.push(() => r(null));
+    });
+    await Promise.race([opening, waiting]);
+  }
+
+  /**
+   * The store failed (a full disk, an I/O error): the native engine stopped deciding.
+   * Runs in flight stop (they replay from their stored steps), the store is reopened —
+   * retrying with a back-off until a write works again — and execution carries on.
+   * Calls meanwhile wait up to `lockTimeout`, then fail with the store's error.
+   */
+  private recover(err: DurablyError): void {
+    if (this.recovering || !this.nat) return;
+    this.recovering = true;
+    log.error(`${err.code}: ${err.message}. Execution stops until the store works again; durably retries by itself.`);
+    for (const inv of this.invocations.values()) inv.abort(err);
+    this.setWaiting(err);
+    const started = this.started;
+    this.closeNow();
+    this.started = started;
+    this.loop = null;
+    this.beginOpen();
   }
 
   // ---- triggering ---------------------------------------------------------------
@@ -374,13 +329,13 @@ export class Engine {
     let extra = '';
     if (opts !== undefined) {
       if (opts === null || typeof opts !== 'object') throw badOption('options', 'trigger options must be an object');
+      knownKeys('trigger', opts, TRIGGER_OPTIONS);
       if (opts.delay !== undefined) extra += `,"delayMs":${toMs('delay', opts.delay)}`;
       if (opts.runAt !== undefined) extra += `,"runAt":${toTime('runAt', opts.runAt)}`;
       if (opts.tags !== undefined) {
         const tags = opts.tags;
-        if (!Array.isArray(tags) || tags.length > 20 || tags.some((t) => typeof t !== 'string' || t.length === 0 || t.length > 128)) {
-          throw badOption('tags', 'must be an array of at most 20 strings of 1–128 characters');
-        }
+        if (!Array.isArray(tags) || tags.length > 20) throw badOption('tags', 'must be an array of at most 20 strings of 1 to 128 bytes');
+        for (const t of tags) checkName('tags', 'a tag', t, 128);
         extra += `,"tags":${JSON.stringify(tags)}`;
       }
     }
@@ -390,17 +345,31 @@ export class Engine {
 
   /** Sends a group of trigger items (all or nothing), batched with the others of this tick. */
   submitGroup(items: string[]): Promise<string[]> {
-    const nat = this.open();
     return new Promise((resolve, reject) => {
       this.triggerQueue.push({ json: `[${items.join(',')}]`, resolve, reject });
-      if (this.triggerQueue.length === 1) queueMicrotask(() => this.flushTriggers(nat));
+      if (this.triggerQueue.length === 1) queueMicrotask(() => this.flushTriggers());
     });
   }
 
-  private flushTriggers(nat: NativeEngine): void {
+  private flushTriggers(): void {
     const groups = this.triggerQueue;
     this.triggerQueue = [];
-    settleGroups(groups, nat.trigger(`[${groups.map((g) => g.json).join(',')}]`));
+    this.settle(groups, (nat, json) => nat.trigger(json));
+  }
+
+  /** One native call (trigger, send) for the calls of a tick, once the store is open. */
+  private settle(groups: PendingGroup[], call: (nat: NativeEngine, json: string) => Promise<string>): void {
+    const json = `[${groups.map((g) => g.json).join(',')}]`;
+    if (this.nat) {
+      settleGroups(groups, call(this.nat, json));
+      return;
+    }
+    this.native().then(
+      (nat) => settleGroups(groups, call(nat, json)),
+      (e) => {
+        for (const g of groups) g.reject(e);
+      },
+    );
   }
 
   handle<O>(id: string, taskId: string): RunHandle<O> {
@@ -413,13 +382,21 @@ export class Engine {
   }
 
   async result<O>(id: string, opts?: ResultOptions): Promise<O> {
+    knownKeys('result', opts, ['timeout']);
     const timeout = opts?.timeout === undefined ? undefined : toMs('timeout', opts.timeout);
-    const nat = this.open();
+    const deadline = timeout === undefined ? undefined : Date.now() + timeout;
     let text: string;
-    try {
-      text = await nat.waitResult(id, timeout);
-    } catch (e) {
-      throw fromNative(e);
+    for (;;) {
+      const nat = await this.native();
+      try {
+        text = await nat.waitResult(id, deadline === undefined ? undefined : Math.max(0, deadline - Date.now()));
+        break;
+      } catch (e) {
+        const err = fromNative(e);
+        // The store is being reopened (it failed, or a shutdown raced a restart): wait on.
+        if (err instanceof DurablyError && err.code === 'E_CLOSED' && (this.recovering || this.opening)) continue;
+        throw err;
+      }
     }
     const out = JSON.parse(text) as { status: string; output?: O; error?: StoredError };
     if (out.status === 'completed') return out.output as O;
@@ -442,12 +419,11 @@ export class Engine {
   eventJson(ev: EventInput, i: number | null): string {
     const where = i === null ? 'event' : `events[${i}]`;
     if (ev === null || typeof ev !== 'object') throw badOption(where, "an event is { name: 'user/signed-up', data?: {…}, id?: '…' }");
-    if (typeof ev.name !== 'string' || ev.name.length === 0 || ev.name.length > 256) {
-      throw badOption(`${where}.name`, "an event needs a name: a string of 1 to 256 characters, like 'user/signed-up'");
-    }
+    knownKeys(where, ev, ['name', 'data', 'id', 'ts']);
+    checkName(`${where}.name`, "an event needs a name (like 'user/signed-up')", ev.name);
     let text = `{"name":${JSON.stringify(ev.name)}`;
     if (ev.id !== undefined) {
-      if (typeof ev.id !== 'string' || ev.id.length === 0 || ev.id.length > 256) throw badOption(`${where}.id`, 'an event id is a string of 1 to 256 characters');
+      checkName(`${where}.id`, 'an event id', ev.id);
       text += `,"id":${JSON.stringify(ev.id)}`;
     }
     if (ev.ts !== undefined) text += `,"ts":${toTime(`${where}.ts`, ev.ts)}`;
@@ -477,36 +453,30 @@ export class Engine {
     } catch (e) {
       return Promise.reject(e);
     }
-    const nat = this.open();
     return new Promise((resolve, reject) => {
       this.sendQueue.push({ json, resolve: (ids) => resolve({ ids }), reject });
-      if (this.sendQueue.length === 1) queueMicrotask(() => this.flushSends(nat));
+      if (this.sendQueue.length === 1) queueMicrotask(() => this.flushSends());
     });
   }
 
-  private flushSends(nat: NativeEngine): void {
+  private flushSends(): void {
     const groups = this.sendQueue;
     this.sendQueue = [];
-    settleGroups(groups, nat.send(`[${groups.map((g) => g.json).join(',')}]`));
+    this.settle(groups, (nat, json) => nat.send(json));
   }
-
 
   async completeToken(token: string | Token, data: unknown): Promise<{ resumed: boolean }> {
     const id = typeof token === 'string' ? token : token?.id;
     if (typeof id !== 'string' || id.length === 0) throw badOption('token', 'pass the token (or its id) that step.createToken returned');
+    checkName('token', 'a token id', id);
     const json = toJson(data, 'the token data', this.config.maxPayloadBytes);
-    const nat = this.open();
-    try {
-      return { resumed: await nat.completeToken(id, json) };
-    } catch (e) {
-      throw fromNative(e);
-    }
+    return { resumed: await this.nativeCall((nat) => nat.completeToken(id, json)) };
   }
 
   // ---- management ---------------------------------------------------------------
 
-  private async nativeCall<T>(f: (nat: NativeEngine) => Promise<T>): Promise<T> {
-    const nat = this.open();
+  private async nativeCall<T>(f: (nat: NativeEngine) => Promise<T> | T): Promise<T> {
+    const nat = await this.native();
     try {
       return await f(nat);
     } catch (e) {
@@ -522,12 +492,13 @@ export class Engine {
   async replay(id: string): Promise<RunHandle<unknown>> {
     if (typeof id !== 'string' || id.length === 0) throw badOption('id', 'runs.replay(id) takes a run id string');
     const newId = await this.nativeCall((nat) => nat.replay(id));
-    const run = this.getRun(newId);
+    const run = await this.getRun(newId);
     return this.handle(newId, run?.taskId ?? '');
   }
 
   async createSchedule(input: ScheduleInput): Promise<Schedule> {
     if (input === null || typeof input !== 'object') throw badOption('schedules.create', 'takes { task, cron, tz?, externalId?, payload? }');
+    knownKeys('schedules.create', input, ['task', 'cron', 'tz', 'externalId', 'payload']);
     const task = typeof input.task === 'string' ? input.task : input.task?.id;
     if (typeof task !== 'string' || task.length === 0) throw badOption('task', 'schedules.create needs the task (or its id) to run');
     if (typeof input.cron !== 'string') throw badOption('cron', "must be a cron pattern like '0 9 * * MON'");
@@ -542,10 +513,12 @@ export class Engine {
     return scheduleOut(JSON.parse(rec));
   }
 
-  listSchedules(opts?: { task?: string | { id: string } }): Schedule[] {
-    const task = opts?.task === undefined ? undefined : typeof opts.task === 'string' ? opts.task : opts.task.id;
-    const nat = this.open();
-    return (JSON.parse(native(() => nat.listSchedules(task))) as Record<string, unknown>[]).map(scheduleOut);
+  async listSchedules(opts?: { task?: string | { id: string } }): Promise<Schedule[]> {
+    knownKeys('schedules.list', opts, ['task']);
+    const task = opts?.task === undefined ? undefined : typeof opts.task === 'string' ? opts.task : opts.task?.id;
+    if (opts?.task !== undefined && typeof task !== 'string') throw badOption('task', 'schedules.list({ task }) takes a task or its id');
+    const text = await this.nativeCall((nat) => nat.listSchedules(task));
+    return (JSON.parse(text) as Record<string, unknown>[]).map(scheduleOut);
   }
 
   async deleteSchedule(id: string): Promise<boolean> {
@@ -558,18 +531,18 @@ export class Engine {
     await this.nativeCall((nat) => nat.retry(id));
   }
 
-  getRun(id: string): Run | null {
+  async getRun(id: string): Promise<Run | null> {
     if (typeof id !== 'string') throw badOption('id', 'runs.get(id) takes a run id string');
-    const nat = this.open();
-    const text = native(() => nat.getRun(id));
+    const text = await this.nativeCall((nat) => nat.getRun(id));
     if (text === null) return null;
     const run = dates(JSON.parse(text)) as Run;
     run.steps = (run.steps ?? []).map((s) => dates(s as unknown as Record<string, unknown>) as unknown as Run['steps'][number]);
     return run;
   }
 
-  listRuns(opts: ListRunsOptions = {}): RunList {
+  async listRuns(opts: ListRunsOptions = {}): Promise<RunList> {
     if (opts === null || typeof opts !== 'object') throw badOption('runs.list', 'takes an options object');
+    knownKeys('runs.list', opts, ['taskId', 'status', 'tag', 'since', 'limit', 'cursor']);
     const filter: Record<string, unknown> = {};
     if (opts.taskId !== undefined) filter.taskId = opts.taskId;
     if (opts.status !== undefined) {
@@ -584,20 +557,19 @@ export class Engine {
       filter.limit = opts.limit;
     }
     if (opts.cursor !== undefined) filter.cursor = opts.cursor;
-    const nat = this.open();
-    const page = JSON.parse(native(() => nat.listRuns(JSON.stringify(filter)))) as RunList;
+    const page = JSON.parse(await this.nativeCall((nat) => nat.listRuns(JSON.stringify(filter)))) as RunList;
     page.runs.forEach((r) => dates(r as unknown as Record<string, unknown>));
     return page;
   }
 
-  stats(): Stats {
-    const nat = this.open();
-    const s = JSON.parse(native(() => nat.stats()));
+  async stats(): Promise<Stats> {
+    const s = JSON.parse(await this.nativeCall((nat) => nat.stats()));
     return { ready: s.ready, delayed: s.delayed, running: s.running, waiting: s.waiting, waitingForTask: s.waitingForTask };
   }
 
+  /** The engine's clock (the manual clock of durably/testing), or the wall clock if closed. */
   now(): number {
-    return this.open().now();
+    return this.nat ? this.nat.now() : (this.config.manualClockMs ?? Date.now());
   }
 
   // ---- executor -----------------------------------------------------------------
@@ -611,18 +583,25 @@ export class Engine {
   }
 
   private async claimLoop(): Promise<void> {
-    while (this.started && this.nat) {
+    const nat = this.nat;
+    while (this.started && nat && this.nat === nat) {
       // With no room, a claim(0) stays pending all the same: it brings aborts (cancel,
       // timeout.finish) for the runs that hold the slots, and `kick()` ends it when a slot
       // frees.
-      const room = Math.max(0, this.room());
+      const room = this.draining ? 0 : Math.max(0, this.room());
       this.claimRoom = room;
       let text: string | null;
       try {
-        text = await this.nat.claim(room);
+        text = await nat.claim(room);
       } catch (e) {
-        if (!this.started) break;
-        console.error('[durably] claim failed:', fromNative(e));
+        const err = fromNative(e);
+        if (!this.started || this.nat !== nat) break;
+        if (nat.failure() !== null && err instanceof DurablyError) {
+          this.loop = null;
+          this.recover(err);
+          return;
+        }
+        log.error(`claim failed: ${(err as Error)?.message ?? String(err)}`);
         await new Promise((r) => setTimeout(r, 100));
         continue;
       } finally {
@@ -631,8 +610,13 @@ export class Engine {
       if (text === null) break;
       const batch = JSON.parse(text) as { runs: Claimed[]; abort?: string[] };
       for (const id of batch.abort ?? []) this.invocations.get(id)?.abort();
-      for (const c of batch.runs) void this.execute(c);
+      for (const c of batch.runs) {
+        // Claimed while shutting down: handed back at once, to run at the next start.
+        if (this.draining || !this.started) void this.report(`{"op":"release","run":${JSON.stringify(c.id)}}`).catch(() => {});
+        else void this.execute(c);
+      }
     }
+    if (this.nat === nat) this.loop = null;
   }
 
   private freeSlot(): void {
@@ -681,6 +665,8 @@ export class Engine {
       (e) => {
         const err = fromNative(e);
         for (const w of waiters) w.reject(err);
+        // The store failed (the engine stopped): reopen it and carry on.
+        if (err instanceof DurablyError && this.nat === nat && nat.failure() !== null) this.recover(err);
       },
     );
   }
@@ -688,7 +674,7 @@ export class Engine {
   private warnOnce(key: string, message: string): void {
     if (this.warned.has(key)) return;
     this.warned.add(key);
-    console.warn(`[durably] ${message}`);
+    log.warn(message);
   }
 
   private async execute(c: Claimed): Promise<void> {
@@ -698,7 +684,7 @@ export class Engine {
     try {
       await inv.run();
     } catch (e) {
-      if (this.started) console.error(`[durably] run ${c.id} could not be reported:`, e);
+      if (this.started) log.error(`run ${c.id} could not be reported: ${(e as Error)?.message ?? String(e)}`);
     } finally {
       if (this.invocations.get(c.id) === inv) this.invocations.delete(c.id);
       this.inflight--;
@@ -714,7 +700,7 @@ export class Engine {
     this.warnOnce(key, message);
   }
   _now(): number {
-    return this.nat ? this.nat.now() : Date.now();
+    return this.now();
   }
   get _signal(): AbortSignal {
     return this.abort.signal;
@@ -733,12 +719,12 @@ export class Engine {
   }
 
   advanceClock(ms: number): void {
-    const nat = this.open();
+    const nat = this.nativeSync();
     native(() => nat.advance(ms));
   }
 
   setClock(ms: number): void {
-    const nat = this.open();
+    const nat = this.nativeSync();
     native(() => nat.setTime(ms));
   }
 
@@ -750,19 +736,40 @@ export class Engine {
 
   // ---- lifecycle ----------------------------------------------------------------
 
+  /**
+   * Stops at the next durable point: no new run starts and no new step; steps in flight
+   * finish and are stored (up to `timeout`); runs then stop where they are and resume from
+   * their stored steps at the next start. Then the store is closed.
+   */
   async shutdown(opts?: ShutdownOptions): Promise<void> {
+    knownKeys('shutdown', opts, ['timeout']);
     const timeout = toMs('timeout', opts?.timeout ?? '10s');
-    if (!this.nat) return;
+    if (this.closing) return this.closing;
+    this.stopped = true; // an open waiting for the folder gives up
     this.started = false;
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<void>((r) => (timer = setTimeout(r, timeout)));
-    await Promise.race([this.whenIdle(), timedOut]);
-    clearTimeout(timer);
-    this.abort.abort(new DurablyError('E_CLOSED', 'the engine is shutting down'));
-    for (const inv of this.invocations.values()) inv.abort(new DurablyError('E_CLOSED', 'the engine is shutting down'));
-    this.closeNow();
-    await this.loop;
-    this.loop = null;
+    if (!this.nat && this.opening) await this.opening.catch(() => {});
+    if (!this.nat) return;
+    const nat = this.nat;
+    const closing = (async () => {
+      this.draining = true;
+      nat.kick(); // the pending claim returns (with room 0 from now on)
+      for (const inv of this.invocations.values()) inv.drain();
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<void>((r) => (timer = setTimeout(r, timeout)));
+      await Promise.race([this.whenIdle(), timedOut]);
+      clearTimeout(timer);
+      const why = new DurablyError('E_CLOSED', 'the engine is shutting down');
+      this.abort.abort(why);
+      for (const inv of this.invocations.values()) inv.abort(why);
+      const loop = this.loop;
+      this.closeNow();
+      await loop;
+    })();
+    this.closing = closing.finally(() => {
+      this.closing = null;
+      this.draining = false;
+    });
+    return this.closing;
   }
 
   /** Closes the store at once (runs still executing are replayed on the next start). */
@@ -771,6 +778,7 @@ export class Engine {
     if (!nat) return;
     this.started = false;
     this.nat = null;
+    this.loop = null;
     if (this.exitHook) process.removeListener('exit', this.exitHook);
     if (this.signalHook) {
       process.removeListener('SIGTERM', this.signalHook);
@@ -781,443 +789,10 @@ export class Engine {
     try {
       nat.close();
     } catch (e) {
-      console.error('[durably] close failed:', fromNative(e));
+      log.error(`close failed: ${(fromNative(e) as Error).message}`);
     }
   }
 }
 
-/** Thrown inside a tracked step to park the invocation (never escapes to user code). */
-const SUSPEND = Symbol('durably.suspend');
 
-/** Errors thrown into run code by a step that failed for good: not retried again at run level. */
-const finalStepErrors = new WeakSet<object>();
-
-function rethrowable(e: StoredError): Error {
-  const err = deserializeError(e);
-  finalStepErrors.add(err);
-  return err;
-}
-
-function lookupPath(root: unknown, path: string): unknown {
-  let v: unknown = root;
-  for (const seg of path.split('.')) {
-    if (v === null || typeof v !== 'object') return undefined;
-    v = (v as Record<string, unknown>)[seg];
-  }
-  return v;
-}
-
-/** `ctx.step`: one object per run, its methods on the prototype. */
-class Steps implements StepApi {
-  constructor(private readonly inv: Invocation) {}
-  run<T>(id: string, fn: (info: { attempt: number }) => T | Promise<T>): Promise<Awaited<T>> {
-    return this.inv.step(id, fn);
-  }
-  // Every step call reports errors by rejecting its promise, never by throwing.
-  async sleep(id: string, duration: Duration): Promise<void> {
-    return this.inv.sleep(id, () => this.inv.now() + toMs('duration', duration));
-  }
-  async sleepUntil(id: string, until: Date | string | number): Promise<void> {
-    return this.inv.sleep(id, () => toTime('until', until));
-  }
-  async waitForEvent<N extends string>(id: string, opts: WaitForEventOptions<N>): Promise<DurablyEvent<N> | null> {
-    return this.inv.waitForEvent(id, opts) as Promise<DurablyEvent<N> | null>;
-  }
-  async sendEvent(id: string, events: EventInput | EventInput[]): Promise<{ ids: string[] }> {
-    return this.inv.sendEvent(id, events);
-  }
-  async invoke<P, O>(id: string, task: Task<P, O>, payload: P): Promise<O> {
-    return this.inv.invoke(id, task as Task<unknown, unknown>, payload) as Promise<O>;
-  }
-  async createToken(id: string, opts?: { timeout?: Duration }): Promise<Token> {
-    return this.inv.createToken(id, opts);
-  }
-  async waitForToken<T = unknown>(id: string, token: Token): Promise<T | null> {
-    return this.inv.waitForToken(id, token) as Promise<T | null>;
-  }
-}
-
-/** `ctx`: built per run, its costlier parts (logger, signal, run info) made on first use. */
-class Context {
-  readonly step: StepApi;
-  readonly attempt: number;
-  readonly event?: DurablyEvent;
-  private info?: TaskContext['run'];
-  private log?: Logger;
-  constructor(
-    private readonly inv: Invocation,
-    private readonly c: Claimed,
-  ) {
-    this.step = new Steps(inv);
-    this.attempt = c.attempt;
-    if (c.event) this.event = c.event;
-  }
-  get run(): TaskContext['run'] {
-    return (this.info ??= { id: this.c.id, taskId: this.c.task, tags: this.c.tags ?? [], createdAt: new Date(this.c.createdAt) });
-  }
-  get logger(): Logger {
-    return (this.log ??= this.inv.logger());
-  }
-  get signal(): AbortSignal {
-    return this.inv.signal;
-  }
-}
-
-/**
- * One execution of a run, from the top. Steps with a stored result return it; new steps
- * run. When every branch is parked on a wait (sleep, event, token, child run) or a step
- * must be retried later, the invocation *suspends*: it reports one ending op and is dropped.
- */
-class Invocation {
-  private readonly seen = new Map<string, number>();
-  private readonly memo: Map<string, ClaimedStep>;
-  private stepsInFlight = 0;
-  private retryOp: string | null = null;
-  /** Waits reached and not resolved: key → (spec, the resolution count when reached). */
-  private readonly waits = new Map<string, { spec: string; gen: number }>();
-  /** Waits the run moved on from (the losers of a race): parked on only if nothing else is. */
-  private readonly dropped = new Map<string, string>();
-  /** How many step results the code has been given so far. */
-  private resolves = 0;
-  private checkScheduled = false;
-  private ended = false;
-  private suspended: (() => void) | null = null;
-  private readonly suspendedP: Promise<void>;
-  /** Created on first use of `ctx.signal` (most runs never look at it). */
-  private controller: AbortController | null = null;
-  private abortReason: unknown = undefined;
-  private aborted = false;
-
-  constructor(
-    private readonly engine: Engine,
-    private readonly c: Claimed,
-  ) {
-    this.memo = new Map(c.steps.map((s) => [s.key, s]));
-    this.suspendedP = new Promise((r) => (this.suspended = r));
-  }
-
-  logger(): Logger {
-    const prefix = `[durably ${this.c.task} ${this.c.id}]`;
-    return {
-      debug: (m, d) => (d === undefined ? console.debug(prefix, m) : console.debug(prefix, m, d)),
-      info: (m, d) => (d === undefined ? console.info(prefix, m) : console.info(prefix, m, d)),
-      warn: (m, d) => (d === undefined ? console.warn(prefix, m) : console.warn(prefix, m, d)),
-      error: (m, d) => (d === undefined ? console.error(prefix, m) : console.error(prefix, m, d)),
-    };
-  }
-
-  /** Cancelled or timed out (or shutting down): stop here; the core already ended the run. */
-  abort(reason?: unknown): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    this.abortReason = reason ?? new DurablyError('E_RUN_CANCELLED', `run ${this.c.id} was cancelled`);
-    this.controller?.abort(this.abortReason);
-    this.suspended?.();
-  }
-
-  get signal(): AbortSignal {
-    if (!this.controller) {
-      this.controller = new AbortController();
-      if (this.aborted) this.controller.abort(this.abortReason);
-    }
-    return this.controller.signal;
-  }
-
-  private get parking(): boolean {
-    return this.retryOp !== null || this.waits.size > 0;
-  }
-
-  /** Suspends once no step is in flight and something is parked (after this turn's code ran). */
-  private scheduleCheck(): void {
-    if (this.checkScheduled || this.ended) return;
-    this.checkScheduled = true;
-    setImmediate(() => {
-      this.checkScheduled = false;
-      if (this.ended || this.stepsInFlight !== 0) return;
-      if (!this.parking && this.dropped.size > 0) {
-        // Nothing else to wait for: the code still awaits a wait it seemed to move on from
-        // (e.g. Promise.all over a wait and a branch of several steps).
-        for (const [key, spec] of this.dropped) this.waits.set(key, { spec, gen: this.resolves });
-        this.dropped.clear();
-      }
-      if (this.parking) this.suspended?.();
-    });
-  }
-
-  /** The code got a step's result. */
-  private resolved<T>(value: T): T {
-    this.resolves++;
-    return value;
-  }
-
-  async run(): Promise<void> {
-    const c = this.c;
-    const def = this.engine.tasks.get(c.task);
-    if (!def) {
-      this.end(`{"op":"release","run":${JSON.stringify(c.id)}}`);
-      return;
-    }
-    // Every step call reports errors by rejecting its promise, never by throwing.
-    const ctx = new Context(this, c) as TaskContext;
-    const onFailure = def.onFailure;
-    const run =
-      c.kind === 'onFailure'
-        ? (async () => (onFailure && c.failure ? onFailure(c.payload, { runId: c.failure.runId, error: c.failure.error, ctx }) : null))()
-        : (async () => def.run(c.payload, ctx))();
-    let outcome: { ok: true; value: unknown } | { ok: false; error: unknown } | null;
-    try {
-      outcome = await Promise.race([run.then((value) => ({ ok: true as const, value })), this.suspendedP.then(() => null)]);
-    } catch (error) {
-      outcome = { ok: false, error };
-    }
-    // A function that settled ends the run, even with waits pending: nothing awaits them
-    // any more (the losers of a race, or branches not awaited).
-    this.ended = true;
-    if (this.aborted) return; // the core ended it (cancel, timeout): nothing to report
-    const id = JSON.stringify(c.id);
-    if (outcome === null) {
-      if (this.retryOp !== null) {
-        this.end(this.retryOp);
-      } else {
-        const waits = [...this.waits.values()].map((w) => w.spec).join(',');
-        this.end(`{"op":"wait","run":${id},"waits":[${waits}]}`);
-      }
-      return;
-    }
-    if (outcome.ok) {
-      let output: string;
-      try {
-        output = toJson(outcome.value, `the output of run ${c.id}`, this.engine.config.maxPayloadBytes);
-      } catch (e) {
-        this.end(`{"op":"fail","run":${id},"nonRetriable":true,"error":${JSON.stringify(serializeError(e))}}`);
-        return;
-      }
-      this.end(`{"op":"complete","run":${id},"output":${output}}`);
-      return;
-    }
-    const err = outcome.error;
-    let extra = '';
-    if (
-      err instanceof NonRetriableError ||
-      (typeof err === 'object' && err !== null && finalStepErrors.has(err)) ||
-      (err instanceof DurablyError && err.code === 'E_PAYLOAD_NOT_JSON')
-    ) {
-      extra = ',"nonRetriable":true';
-    } else if (err instanceof RetryAfterError) extra = `,"retryAt":${this.retryAt(err)}`;
-    this.end(`{"op":"fail","run":${id}${extra},"error":${JSON.stringify(serializeError(err))}}`);
-  }
-
-  /**
-   * Reports the op that ends the invocation. Not awaited: the run's slot frees as soon as its
-   * function is done, while the op waits for the disk with the others of its batch (the
-   * executor caps how many such ops may be outstanding).
-   */
-  private end(op: string): void {
-    this.engine._report(op).catch((e) => {
-      if (this.engine.isOpen) console.error(`[durably] run ${this.c.id} could not be reported:`, e);
-    });
-  }
-
-  now(): number {
-    return this.engine._now();
-  }
-
-  private retryAt(err: RetryAfterError): number {
-    const a = err.after;
-    if (a instanceof Date) return Number.isFinite(a.getTime()) ? Math.max(0, a.getTime()) : this.engine._now();
-    try {
-      return this.engine._now() + toMs('RetryAfterError.after', a);
-    } catch {
-      return this.engine._now();
-    }
-  }
-
-  /** The storage key of a step id: `id`, then `id:1`, `id:2` … when code reuses it. */
-  private key(id: string, what: string): string {
-    if (typeof id !== 'string' || id.length === 0 || id.length > 256) {
-      throw badOption('step id', `step.${what}(id, …) needs an id: a non-empty string of at most 256 characters`);
-    }
-    // Creating a step after a result came in means the code moved on: waits reached before
-    // that result and still pending lost a race. They are not parked on (unless nothing else is).
-    for (const [key, w] of this.waits) {
-      if (w.gen < this.resolves) {
-        this.waits.delete(key);
-        this.dropped.set(key, w.spec);
-      }
-    }
-    const n = this.seen.get(id) ?? 0;
-    this.seen.set(id, n + 1);
-    if (n === 1) {
-      this.engine._warnOnce(`${this.c.task}\0${id}`, `task "${this.c.task}" uses step id "${id}" more than once in a run; the repeats are stored as "${id}:1", "${id}:2" … — give each step its own id so that changing the code keeps results matched`);
-    }
-    return n === 0 ? id : `${id}:${n}`;
-  }
-
-  /**
-   * Runs `work` as a tracked step: suspension waits for it to finish. `work` throws
-   * `SUSPEND` to park the caller (its promise then never settles in this invocation).
-   */
-  private async tracked<T>(work: () => Promise<T>): Promise<T> {
-    this.stepsInFlight++;
-    try {
-      return await work();
-    } catch (e) {
-      if (e !== SUSPEND) throw e;
-    } finally {
-      this.stepsInFlight--;
-      if (this.stepsInFlight === 0 && (this.parking || this.dropped.size > 0)) this.scheduleCheck();
-    }
-    return parked();
-  }
-
-  private storeStep(key: string, attempt: number, output: string): Promise<void> {
-    return this.engine._report(`{"op":"step","run":${JSON.stringify(this.c.id)},"key":${JSON.stringify(key)},"attempt":${attempt},"output":${output}}`);
-  }
-
-  async step<T>(id: string, fn: (info: { attempt: number }) => T | Promise<T>): Promise<Awaited<T>> {
-    const key = this.key(id, 'run');
-    if (typeof fn !== 'function') throw badOption('step fn', `step.run("${id}", fn) needs a function`);
-    if (this.retryOp !== null || this.aborted) return parked<Awaited<T>>();
-    const m = this.memo.get(key);
-    if (m?.status === 'completed') return this.resolved((m.output ?? null) as Awaited<T>);
-    if (m?.status === 'failed') throw rethrowable(m.error ?? { name: 'Error', message: 'step failed' });
-    const attempt = (m?.attempts ?? 0) + 1;
-    const run = JSON.stringify(this.c.id);
-    const k = JSON.stringify(key);
-    return this.tracked(async (): Promise<Awaited<T>> => {
-      let value: Awaited<T>;
-      try {
-        value = await fn({ attempt });
-      } catch (err) {
-        const error = JSON.stringify(serializeError(err));
-        const final = err instanceof NonRetriableError || attempt >= this.c.maxAttempts;
-        if (final) {
-          await this.engine._report(`{"op":"stepFailed","run":${run},"key":${k},"attempt":${attempt},"error":${error}}`);
-          if (typeof err === 'object' && err !== null) finalStepErrors.add(err);
-          throw err;
-        }
-        const at = err instanceof RetryAfterError ? `,"retryAt":${this.retryAt(err)}` : '';
-        this.retryOp ??= `{"op":"retryStep","run":${run},"key":${k},"attempt":${attempt}${at},"error":${error}}`;
-        throw SUSPEND;
-      }
-      let output: string;
-      try {
-        output = toJson(value, `the output of step "${key}"`, this.engine.config.maxPayloadBytes);
-      } catch (e) {
-        await this.engine._report(`{"op":"stepFailed","run":${run},"key":${k},"attempt":${attempt},"error":${JSON.stringify(serializeError(e))}}`);
-        const err = new NonRetriableError((e as Error).message, { cause: e });
-        finalStepErrors.add(err);
-        throw err;
-      }
-      await this.storeStep(key, attempt, output);
-      return this.resolved(JSON.parse(output) as Awaited<T>);
-    });
-  }
-
-  /**
-   * A durable wait: resolves from the memo when it already resolved (or timed out at the
-   * stored deadline); otherwise parks `spec` and never resolves in this invocation.
-   */
-  private async wait(key: string, spec: (m: ClaimedStep | undefined) => string): Promise<unknown> {
-    if (this.retryOp !== null || this.aborted) return parked();
-    const m = this.memo.get(key);
-    if (m?.status === 'completed') return this.resolved(m.output ?? null);
-    if (m?.status === 'failed') throw rethrowable(m.error ?? { name: 'Error', message: 'wait failed' });
-    if (m?.status === 'waiting' && m.wakeAt !== undefined && m.wakeAt <= this.c.now && m.child === undefined) {
-      // Its deadline passed: a sleep is over, a wait timed out (null). Memoize that.
-      return this.tracked(async () => {
-        await this.storeStep(key, 1, 'null');
-        return this.resolved(null);
-      });
-    }
-    this.waits.set(key, { spec: spec(m), gen: this.resolves });
-    this.scheduleCheck();
-    return parked();
-  }
-
-  sleep(id: string, until: () => number): Promise<void> {
-    const key = this.key(id, 'sleep');
-    return this.wait(key, (m) => {
-      const wakeAt = m?.wakeAt ?? until();
-      return `{"kind":"sleep","key":${JSON.stringify(key)},"wakeAt":${wakeAt}}`;
-    }) as Promise<void>;
-  }
-
-  waitForEvent(id: string, opts: WaitForEventOptions<string>): Promise<unknown> {
-    const key = this.key(id, 'waitForEvent');
-    if (opts === null || typeof opts !== 'object') throw badOption('waitForEvent', "pass { event: 'name', match?, if?, timeout? }");
-    const names = Array.isArray(opts.event) ? opts.event : [opts.event];
-    if (names.length === 0 || names.some((n) => typeof n !== 'string' || n.length === 0 || n.length > 256)) {
-      throw badOption('event', 'waitForEvent needs an event name (or a list of names) of 1 to 256 characters');
-    }
-    if (opts.if !== undefined) {
-      if (typeof opts.if !== 'string') throw badOption('if', 'must be an expression string');
-      native(() => addon.checkExpression('if', opts.if as string));
-    }
-    if (opts.match !== undefined && (typeof opts.match !== 'string' || opts.match.length === 0)) throw badOption('match', "must be a path like 'data.userId'");
-    if (opts.since !== undefined && opts.since !== 'run-start' && opts.since !== 'now') throw badOption('since', "must be 'run-start' or 'now'");
-    const timeoutMs = opts.timeout === undefined ? undefined : toMs('timeout', opts.timeout);
-    return this.wait(key, (m) => {
-      let text = `{"kind":"event","key":${JSON.stringify(key)},"events":${JSON.stringify(names)}`;
-      if (opts.match !== undefined) {
-        const own = this.c.event ?? { data: this.c.payload };
-        text += `,"path":${JSON.stringify(opts.match)},"value":${JSON.stringify(JSON.stringify(lookupPath(own, opts.match) ?? null))}`;
-      }
-      if (opts.if !== undefined) text += `,"if":${JSON.stringify(opts.if)}`;
-      const wakeAt = m?.wakeAt ?? (timeoutMs === undefined ? undefined : this.engine._now() + timeoutMs);
-      if (wakeAt !== undefined) text += `,"wakeAt":${wakeAt}`;
-      if (opts.since === 'now') text += ',"sinceRunStart":false';
-      return text + '}';
-    });
-  }
-
-  async sendEvent(id: string, events: EventInput | EventInput[]): Promise<{ ids: string[] }> {
-    const key = this.key(id, 'sendEvent');
-    if (this.retryOp !== null) return parked();
-    const m = this.memo.get(key);
-    if (m?.status === 'completed') return this.resolved(m.output as { ids: string[] });
-    // Ids are given here, so that the step's stored result names the events it sent.
-    const list = (Array.isArray(events) ? events : [events]).map((e) =>
-      e !== null && typeof e === 'object' && e.id === undefined ? { ...e, id: `evt_${randomUUID().replace(/-/g, '')}` } : e,
-    );
-    const json = this.engine.eventsJson(list);
-    const ids = list.map((e) => e.id as string);
-    return this.tracked(async () => {
-      await this.engine._report(`{"op":"sendEvent","run":${JSON.stringify(this.c.id)},"key":${JSON.stringify(key)},"events":${json}}`);
-      return this.resolved({ ids });
-    });
-  }
-
-  invoke(id: string, task: Task<unknown, unknown> | string, payload: unknown): Promise<unknown> {
-    const key = this.key(id, 'invoke');
-    const taskId = typeof task === 'string' ? task : task?.id;
-    if (typeof taskId !== 'string') throw badOption('task', 'step.invoke(id, task, payload) needs a task (or a task id)');
-    const json = toJson(payload, `the payload of step.invoke("${id}")`, this.engine.config.maxPayloadBytes);
-    return this.wait(key, (m) =>
-      m?.child !== undefined
-        ? `{"kind":"child","key":${JSON.stringify(key)},"child":${JSON.stringify(m.child)}}`
-        : `{"kind":"invoke","key":${JSON.stringify(key)},"task":${JSON.stringify(taskId)},"payload":${json}}`,
-    );
-  }
-
-  createToken(id: string, opts?: { timeout?: Duration }): Promise<Token> {
-    const timeoutMs = opts?.timeout === undefined ? undefined : toMs('timeout', opts.timeout);
-    return this.step(id, (): Token => ({
-      id: `tok_${randomUUID().replace(/-/g, '')}`,
-      expiresAt: timeoutMs === undefined ? null : this.engine._now() + timeoutMs,
-    }));
-  }
-
-  waitForToken(id: string, token: Token): Promise<unknown> {
-    const key = this.key(id, 'waitForToken');
-    if (token === null || typeof token !== 'object' || typeof token.id !== 'string') {
-      throw badOption('token', 'step.waitForToken(id, token) takes the token that step.createToken returned');
-    }
-    return this.wait(key, (m) => {
-      let text = `{"kind":"token","key":${JSON.stringify(key)},"token":${JSON.stringify(token.id)}`;
-      const wakeAt = m?.wakeAt ?? token.expiresAt ?? undefined;
-      if (wakeAt !== undefined && wakeAt !== null) text += `,"wakeAt":${wakeAt}`;
-      return text + '}';
-    });
-  }
-}
+export { resolveConfig, toMs, toTime, validateTaskId, policyJson, checkExpression, retryPolicyJson, type EngineConfig, type TaskDef } from './options';

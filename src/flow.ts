@@ -7,7 +7,11 @@
 import { DurablyError, badOption } from './errors';
 import type { Duration } from './types';
 
-/** A key: a function of the payload (or a constant). */
+/**
+ * A key: a function of the payload (`(p) => p.accountId`), or an expression over the run's
+ * event in the `if` language (`'event.data.accountId'`; a direct trigger's event is
+ * `{ data: payload }`), evaluated by the core. A constant is an expression too: `'"global"'`.
+ */
 export type KeyFn<P> = ((payload: P) => string | number) | string;
 
 export interface FlowOptions<P> {
@@ -32,13 +36,13 @@ export interface FlowOptions<P> {
   cancelOn?: Array<{ event: string; match?: string; if?: string; timeout?: Duration }>;
 }
 
-/** The parts evaluated at trigger time. */
+/** The parts evaluated in JS at trigger time (keys given as functions). */
 export interface TaskFlow {
-  concurrencyKey?: KeyFn<unknown>;
-  throttleKey?: KeyFn<unknown>;
-  rateLimitKey?: KeyFn<unknown>;
-  debounceKey?: KeyFn<unknown>;
-  singletonKey?: KeyFn<unknown>;
+  concurrencyKey?: KeyFunction;
+  throttleKey?: KeyFunction;
+  rateLimitKey?: KeyFunction;
+  debounceKey?: KeyFunction;
+  singletonKey?: KeyFunction;
   idempotencyKey?: (payload: unknown) => string;
   idempotencyKeyTTL?: number;
   priority?: number | ((payload: unknown) => number);
@@ -46,6 +50,14 @@ export interface TaskFlow {
 }
 
 type ToMs = (option: string, value: Duration) => number;
+type KeyFunction = (payload: unknown) => string | number;
+
+/** Refuses keys an options object does not know (a typo must not be ignored). */
+function known(option: string, o: Record<string, unknown>, keys: readonly string[]): void {
+  for (const k of Object.keys(o)) {
+    if (!keys.includes(k)) throw badOption(`${option}.${k}`, `unknown option (known: ${keys.join(', ')})`);
+  }
+}
 
 function limit(option: string, v: unknown): number {
   if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > 1_000_000) {
@@ -54,10 +66,25 @@ function limit(option: string, v: unknown): number {
   return v as number;
 }
 
-function keyFn(option: string, v: unknown): KeyFn<unknown> | undefined {
+/**
+ * A key option: a function stays in JS (`flow`); an expression goes to the core's policy
+ * (`keys`), checked now so that a typo fails at task() time.
+ */
+function keyOption(
+  option: string,
+  v: unknown,
+  exprs: Record<string, string>,
+  kind: string,
+  checkExpression: (option: string, src: string) => void,
+): KeyFunction | undefined {
   if (v === undefined) return undefined;
-  if (typeof v === 'function' || typeof v === 'string') return v as KeyFn<unknown>;
-  throw badOption(option, 'must be a function of the payload, like (p) => p.accountId (or a constant string)');
+  if (typeof v === 'function') return v as KeyFunction;
+  if (typeof v === 'string') {
+    checkExpression(option, v);
+    exprs[kind] = v;
+    return undefined;
+  }
+  throw badOption(option, "must be a function of the payload, like (p) => p.accountId, or an expression over the run's event, like 'event.data.accountId'");
 }
 
 function object(option: string, v: unknown): Record<string, unknown> {
@@ -75,41 +102,48 @@ function period(option: string, v: unknown, toMs: ToMs): number {
 export function parseFlow(opts: FlowOptions<unknown>, toMs: ToMs, checkExpression: (option: string, src: string) => void): { policy: Record<string, unknown>; flow: TaskFlow; onFailure: boolean } {
   const policy: Record<string, unknown> = {};
   const flow: TaskFlow = {};
+  const exprs: Record<string, string> = {};
   if (opts.concurrency !== undefined) {
     const c = object('concurrency', opts.concurrency);
+    known('concurrency', c, ['limit', 'key']);
     policy.concurrency = { limit: limit('concurrency.limit', c.limit) };
-    flow.concurrencyKey = keyFn('concurrency.key', c.key);
+    flow.concurrencyKey = keyOption('concurrency.key', c.key, exprs, 'concurrency', checkExpression);
   }
   if (opts.throttle !== undefined) {
     const t = object('throttle', opts.throttle);
+    known('throttle', t, ['limit', 'period', 'burst', 'key']);
     const burst = t.burst === undefined ? 0 : t.burst;
     if (!Number.isInteger(burst) || (burst as number) < 0) throw badOption('throttle.burst', 'must be an integer >= 0');
     policy.throttle = { limit: limit('throttle.limit', t.limit), periodMs: period('throttle.period', t.period, toMs), burst };
-    flow.throttleKey = keyFn('throttle.key', t.key);
+    flow.throttleKey = keyOption('throttle.key', t.key, exprs, 'throttle', checkExpression);
   }
   if (opts.rateLimit !== undefined) {
     const r = object('rateLimit', opts.rateLimit);
+    known('rateLimit', r, ['limit', 'period', 'key']);
     policy.rateLimit = { limit: limit('rateLimit.limit', r.limit), periodMs: period('rateLimit.period', r.period, toMs) };
-    flow.rateLimitKey = keyFn('rateLimit.key', r.key);
+    flow.rateLimitKey = keyOption('rateLimit.key', r.key, exprs, 'rateLimit', checkExpression);
   }
   if (opts.debounce !== undefined) {
     const d = object('debounce', opts.debounce);
+    known('debounce', d, ['period', 'key', 'maxWait', 'mode']);
     const mode = d.mode ?? 'trailing';
     if (mode !== 'trailing' && mode !== 'leading') throw badOption('debounce.mode', "must be 'trailing' or 'leading'");
     const periodMs = period('debounce.period', d.period, toMs);
     const maxWaitMs = d.maxWait === undefined ? undefined : period('debounce.maxWait', d.maxWait, toMs);
     if (maxWaitMs !== undefined && maxWaitMs < periodMs) throw badOption('debounce.maxWait', 'must be at least debounce.period');
     policy.debounce = { periodMs, maxWaitMs, mode };
-    flow.debounceKey = keyFn('debounce.key', d.key);
+    flow.debounceKey = keyOption('debounce.key', d.key, exprs, 'debounce', checkExpression);
   }
   if (opts.singleton !== undefined) {
     const sg = object('singleton', opts.singleton);
+    known('singleton', sg, ['key', 'mode']);
     if (sg.mode !== 'skip' && sg.mode !== 'cancel') throw badOption('singleton.mode', "must be 'skip' or 'cancel'");
     policy.singleton = { mode: sg.mode };
-    flow.singletonKey = keyFn('singleton.key', sg.key) ?? '';
+    flow.singletonKey = keyOption('singleton.key', sg.key, exprs, 'singleton', checkExpression);
   }
   if (opts.timeout !== undefined) {
     const t = object('timeout', opts.timeout);
+    known('timeout', t, ['start', 'finish']);
     policy.timeout = {
       startMs: t.start === undefined ? undefined : period('timeout.start', t.start, toMs),
       finishMs: t.finish === undefined ? undefined : period('timeout.finish', t.finish, toMs),
@@ -128,7 +162,10 @@ export function parseFlow(opts: FlowOptions<unknown>, toMs: ToMs, checkExpressio
     if (!Array.isArray(opts.cancelOn)) throw badOption('cancelOn', "must be a list like [{ event: 'user/deleted', match: 'data.userId' }]");
     flow.cancelOn = opts.cancelOn.map((c, i) => {
       const o = object(`cancelOn[${i}]`, c);
-      if (typeof o.event !== 'string' || o.event.length === 0) throw badOption(`cancelOn[${i}].event`, 'needs an event name');
+      known(`cancelOn[${i}]`, o, ['event', 'match', 'if', 'timeout']);
+      if (typeof o.event !== 'string' || o.event.length === 0 || Buffer.byteLength(o.event) > 256 || o.event.includes('\0')) {
+        throw badOption(`cancelOn[${i}].event`, 'needs an event name: 1 to 256 bytes, without NUL');
+      }
       if (o.match !== undefined && (typeof o.match !== 'string' || o.match.length === 0)) throw badOption(`cancelOn[${i}].match`, "must be a path like 'data.userId'");
       if (o.if !== undefined) {
         if (typeof o.if !== 'string') throw badOption(`cancelOn[${i}].if`, 'must be an expression string');
@@ -142,12 +179,12 @@ export function parseFlow(opts: FlowOptions<unknown>, toMs: ToMs, checkExpressio
       };
     });
   }
+  if (Object.keys(exprs).length > 0) policy.keys = exprs;
   return { policy, flow, onFailure: false };
 }
 
-function evalKey(option: string, k: KeyFn<unknown> | undefined, payload: unknown): string | undefined {
+function evalKey(option: string, k: KeyFunction | undefined, payload: unknown): string | undefined {
   if (k === undefined) return undefined;
-  if (typeof k === 'string') return k;
   let v: unknown;
   try {
     v = k(payload);
@@ -157,7 +194,15 @@ function evalKey(option: string, k: KeyFn<unknown> | undefined, payload: unknown
   if (typeof v !== 'string' && typeof v !== 'number') {
     throw new DurablyError('E_BAD_OPTION', `option \`${option}\`: the key function must return a string or a number, got ${v === null ? 'null' : typeof v}`, { option });
   }
-  return String(v);
+  return checkKey(option, String(v));
+}
+
+/** A key as the core stores it: at most 256 bytes (UTF-8), no NUL. */
+function checkKey(option: string, k: string): string {
+  if (Buffer.byteLength(k) > 256 || k.includes('\0')) {
+    throw new DurablyError('E_BAD_OPTION', `option \`${option}\`: a key is at most 256 bytes (UTF-8) without NUL; hash longer values`, { option });
+  }
+  return k;
 }
 
 function lookupPath(root: unknown, path: string): unknown {
@@ -214,17 +259,20 @@ export function flowMembers(flow: TaskFlow | undefined, payload: unknown, own: u
   }
   if (opts) {
     if (opts.idempotencyKey !== undefined) {
-      if (typeof opts.idempotencyKey !== 'string' || opts.idempotencyKey.length === 0 || opts.idempotencyKey.length > 256) {
-        throw badOption('idempotencyKey', 'must be a string of 1 to 256 characters');
+      if (typeof opts.idempotencyKey !== 'string' || opts.idempotencyKey.length === 0) {
+        throw badOption('idempotencyKey', 'must be a string of 1 to 256 bytes');
       }
-      add('idempotencyKey', opts.idempotencyKey);
+      add('idempotencyKey', checkKey('idempotencyKey', opts.idempotencyKey));
     }
     if (opts.idempotencyKeyTTL !== undefined) add('idempotencyTtlMs', toMs('idempotencyKeyTTL', opts.idempotencyKeyTTL));
     if (opts.priority !== undefined) {
       if (!Number.isInteger(opts.priority)) throw badOption('priority', 'must be an integer');
       add('priority', Math.max(-1_000_000, Math.min(1_000_000, opts.priority)));
     }
-    if (opts.concurrencyKey !== undefined && typeof opts.concurrencyKey !== 'string') throw badOption('concurrencyKey', 'must be a string');
+    if (opts.concurrencyKey !== undefined) {
+      if (typeof opts.concurrencyKey !== 'string') throw badOption('concurrencyKey', 'must be a string');
+      checkKey('concurrencyKey', opts.concurrencyKey);
+    }
     if (opts.ttl !== undefined) add('ttlMs', period('ttl', opts.ttl, toMs));
   }
   return out;

@@ -12,6 +12,7 @@
  * ```
  */
 import { Engine, checkExpression, policyJson, resolveConfig, toMs, validateTaskId, type TaskDef } from './engine';
+import { knownKeys } from './options';
 import { parseFlow } from './flow';
 import { DurablyError, badOption } from './errors';
 import type { ConfigureOptions, EventInput, ListRunsOptions, Run, RunHandle, RunList, Schedule, ScheduleInput, ShutdownOptions, Stats, Task, TaskOptions, Token, TriggerOptions } from './types';
@@ -46,6 +47,7 @@ export function defineTask<P, O>(getEngine: () => Engine, opts: TaskOptions<P, O
   if (opts.schedule !== undefined) {
     const sc = typeof opts.schedule === 'string' ? { cron: opts.schedule } : opts.schedule;
     if (sc === null || typeof sc !== 'object' || typeof sc.cron !== 'string') throw badOption('schedule', "must be a cron pattern like '0 9 * * MON' or { cron, tz }");
+    knownKeys('schedule', sc, ['cron', 'tz']);
     if (sc.tz !== undefined && typeof sc.tz !== 'string') throw badOption('schedule.tz', "must be an IANA time zone like 'Europe/Paris'");
     schedule = { cron: sc.cron, tz: sc.tz ?? 'UTC' };
   }

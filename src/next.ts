@@ -16,8 +16,9 @@
  * Invariants: importing this module loads neither the addon nor the engine (next.config
  * imports it, and `next build` imports route modules in worker processes): the engine is
  * required on the first request. Bad input answers 4xx with `{ error: { code, message } }`,
- * never 500. The API is open in development and closed in production unless `auth` allows
- * the request or it carries `Authorization: Bearer $DURABLY_DASHBOARD_TOKEN`. Mutations are
+ * never 500. The API is closed unless the app runs in development or test (`NODE_ENV` is
+ * `development` or `test`, as `next dev` and test runners set it), `auth` allows the request,
+ * or it carries `Authorization: Bearer $DURABLY_DASHBOARD_TOKEN`. Mutations are
  * POSTs whose body must be `application/json`: a cross-site form cannot send that, and a
  * cross-site `fetch` of it needs a CORS preflight this API never grants.
  */
@@ -64,13 +65,18 @@ function addExternal<C extends NextConfigLike>(config: C | undefined | null): C 
  * ```
  */
 export function withDurably<C extends NextConfigLike>(config: NextConfigFunction<C>): NextConfigFunction<C>;
+export function withDurably<C extends NextConfigLike>(config: Promise<C>): Promise<C>;
 export function withDurably<C extends NextConfigLike>(config?: C): C;
-export function withDurably<C extends NextConfigLike>(config?: C | NextConfigFunction<C>): C | NextConfigFunction<C> {
+export function withDurably<C extends NextConfigLike>(config?: C | Promise<C> | NextConfigFunction<C>): C | Promise<C> | NextConfigFunction<C> {
   if (typeof config === 'function') {
     const fn = config;
     return async (phase, context) => addExternal(await fn(phase, context));
   }
-  return addExternal(config);
+  // `export default Promise.resolve(config)` is a config Next.js accepts too.
+  if (config !== null && typeof config === 'object' && typeof (config as { then?: unknown }).then === 'function') {
+    return (config as Promise<C>).then((c) => addExternal(c));
+  }
+  return addExternal(config as C | undefined);
 }
 
 // ---- the JSON API -------------------------------------------------------------------
@@ -79,9 +85,10 @@ export interface DurablyRoutesOptions {
   /**
    * Decides whether a request may use the API: return `true` to allow, `false` to deny
    * (403), or a `Response` to answer with (a redirect to your login page …). Without it,
-   * the API is open in development and denied when `NODE_ENV=production` — unless the
-   * request carries `Authorization: Bearer <DURABLY_DASHBOARD_TOKEN>` (which is accepted
-   * in every case when that variable is set).
+   * the API is open only when `NODE_ENV` is `development` or `test` and denied otherwise
+   * (production, staging, unset …) — unless the request carries
+   * `Authorization: Bearer <DURABLY_DASHBOARD_TOKEN>` (accepted in every case when that
+   * variable is set).
    */
   auth?: (request: Request) => boolean | Response | Promise<boolean | Response>;
   /**
@@ -128,6 +135,7 @@ const STATUS_OF_CODE: Record<string, number> = {
   E_DISK_FULL: 507,
   E_RUN_NOT_FOUND: 404,
   E_DATA_DIR_LOCKED: 503,
+  E_NOT_A_STORE: 500,
   E_CLOSED: 503,
   E_TIMEOUT: 504,
 };
@@ -144,10 +152,19 @@ function isDurablyError(e: unknown): e is { code: string; message: string; optio
   return e instanceof Error && e.name === 'DurablyError' && typeof (e as { code?: unknown }).code === 'string';
 }
 
+/**
+ * A message for an HTTP client: absolute paths of this machine (the data folder) are
+ * replaced by their last segment. The server log keeps the whole message.
+ */
+function publicMessage(message: string): string {
+  return message.replace(/(?:[A-Za-z]:)?(?:\/[^\s/'"`]+){2,}\/?/g, (p) => `…/${p.replace(/\/$/, '').split('/').pop()}`);
+}
+
 function errorResponse(e: unknown): Response {
   if (e instanceof HttpError) return json(e.status, { error: { code: e.code, message: e.message } });
   if (isDurablyError(e)) {
-    const body: { code: string; message: string; option?: string } = { code: e.code, message: e.message };
+    if ((STATUS_OF_CODE[e.code] ?? 500) >= 500) console.error(`[durably] the JSON API answered ${e.code}:`, e.message);
+    const body: { code: string; message: string; option?: string } = { code: e.code, message: publicMessage(e.message) };
     if (typeof e.option === 'string') body.option = e.option;
     return json(STATUS_OF_CODE[e.code] ?? 500, { error: body });
   }
@@ -180,13 +197,15 @@ async function authorize(request: Request, auth: DurablyRoutesOptions['auth']): 
     if (verdict === true) return null;
     return json(403, { error: { code: 'E_FORBIDDEN', message: 'the auth callback of durablyRoutes() denied this request' } });
   }
-  if (process.env.NODE_ENV !== 'production') return null;
+  // Fail closed: only a development or test server is open without auth.
+  const env = process.env.NODE_ENV;
+  if (env === 'development' || env === 'test') return null;
   return json(403, {
     error: {
       code: 'E_FORBIDDEN',
       message: token
         ? 'send the token of DURABLY_DASHBOARD_TOKEN as `Authorization: Bearer <token>`'
-        : 'the durably API is closed in production: set DURABLY_DASHBOARD_TOKEN and send it as `Authorization: Bearer <token>`, or pass durablyRoutes({ auth: (request) => … })',
+        : 'the durably API is closed outside development: set DURABLY_DASHBOARD_TOKEN and send it as `Authorization: Bearer <token>`, or pass durablyRoutes({ auth: (request) => … })',
     },
   });
 }
@@ -367,6 +386,9 @@ async function post(request: Request, path: string[], maxBodyBytes: number): Pro
  */
 export function durablyRoutes(options: DurablyRoutesOptions = {}): DurablyRoutes {
   if (options === null || typeof options !== 'object') throw new TypeError('durablyRoutes() takes an options object: durablyRoutes({ auth })');
+  for (const k of Object.keys(options)) {
+    if (!['auth', 'basePath', 'maxBodyBytes'].includes(k)) throw new TypeError(`durablyRoutes(): unknown option \`${k}\` (known: auth, basePath, maxBodyBytes)`);
+  }
   if (options.auth !== undefined && typeof options.auth !== 'function') throw new TypeError('durablyRoutes({ auth }): auth must be a function (request) => boolean | Response');
   const basePath = options.basePath ?? '/durably';
   const maxBodyBytes = options.maxBodyBytes ?? 8 * 1024 * 1024;

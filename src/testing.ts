@@ -12,6 +12,7 @@
  * ```
  */
 import { Engine, resolveConfig, toMs, toTime } from './engine';
+import { knownKeys } from './options';
 import { defineTask } from './index';
 import type { Duration, EventInput, ListRunsOptions, Run, RunHandle, RunList, Schedule, ScheduleInput, Task, TaskOptions, Token, TriggerOptions } from './types';
 
@@ -52,6 +53,7 @@ export interface TestEngine {
 }
 
 export function createTestEngine(opts: TestEngineOptions = {}): TestEngine {
+  knownKeys('createTestEngine', opts, ['now', 'concurrency']);
   const start = opts.now === undefined ? Date.now() : toTime('now', opts.now);
   const config = { ...resolveConfig({ concurrency: opts.concurrency }, {}), dataDir: null, manualClockMs: start };
   const engine = new Engine(config);
@@ -61,7 +63,6 @@ export function createTestEngine(opts: TestEngineOptions = {}): TestEngine {
   const ensure = () => started;
   const idle = async () => {
     await ensure();
-    engine.open();
     for (;;) {
       // Let claims, runs and reports move, and the writer apply what they decided (a
       // schedule's run, a requeue); idle is two quiet looks in a row.

@@ -280,6 +280,26 @@ export interface ConfigureOptions {
   /** Bytes of sled's page cache (default 16 MiB, at least 1 MiB). More helps only when
    * runs often read records that have left the cache, e.g. replays of long-parked runs. */
   cacheBytes?: number;
+  /**
+   * How long a call that needs the store (a trigger, runs.get …) waits when the data folder
+   * is held by another process — during a rolling deploy, until the old server exits —
+   * before it fails with E_DATA_DIR_LOCKED (default '10s'). Also how long calls wait while
+   * the store is reopened after a failure (a full disk) before failing with its code.
+   */
+  lockTimeout?: Duration;
+  /**
+   * A run that was running each time the process died this many times in a row (it exits the
+   * process, runs out of memory, crashes native code) fails with E_RUN_POISONED instead of
+   * being replayed forever (default 3).
+   */
+  crashLimit?: number;
+  /** The least severe of durably's own messages shown (default 'warn', env DURABLY_LOG). */
+  logLevel?: 'silent' | 'error' | 'warn' | 'info' | 'debug';
+  /**
+   * Where durably's own messages go (default: the console): a function `(level, message)`,
+   * or an object with `error` / `warn` / `info` / `debug` methods (pino, winston …).
+   */
+  logger?: ((level: 'error' | 'warn' | 'info' | 'debug', message: string) => void) | Partial<Record<'error' | 'warn' | 'info' | 'debug', (message: string) => void>>;
 }
 
 /** The payload of a run started by a schedule that has no payload of its own. */

@@ -9,6 +9,8 @@ const os = require('node:os');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
+// As test runners (Jest, Vitest) set it: the API is open in development and test only.
+process.env.NODE_ENV = 'test';
 const { withDurably, durablyRoutes, dashboard } = require('../dist/next.js');
 const durably = require('../dist/index.js');
 
@@ -181,11 +183,20 @@ test('bad input is a 4xx JSON error with a code', async () => {
   assert.strictEqual(text.body.error.code, 'E_BAD_REQUEST');
 });
 
-test('auth: open in development, closed in production unless the token or the callback allows', async () => {
+test('auth: open in development and test only; closed otherwise (unset, staging, prod …) unless the token or the callback allows', async () => {
   const routes = durablyRoutes();
-  await withEnv({ NODE_ENV: 'development', DURABLY_DASHBOARD_TOKEN: undefined }, async () => {
-    assert.strictEqual((await call(routes, 'GET', 'runs')).status, 200);
-  });
+  for (const env of ['development', 'test']) {
+    await withEnv({ NODE_ENV: env, DURABLY_DASHBOARD_TOKEN: undefined }, async () => {
+      assert.strictEqual((await call(routes, 'GET', 'runs')).status, 200, env);
+    });
+  }
+  // Issue: it failed open for anything but exactly 'production'.
+  for (const env of [undefined, '', 'staging', 'prod', 'Production', 'preview']) {
+    await withEnv({ NODE_ENV: env, DURABLY_DASHBOARD_TOKEN: undefined }, async () => {
+      assert.strictEqual((await call(routes, 'GET', 'runs')).status, 403, `NODE_ENV=${env}`);
+      assert.strictEqual((await call(routes, 'POST', 'runs/x/cancel', {})).status, 403, `NODE_ENV=${env}`);
+    });
+  }
   await withEnv({ NODE_ENV: 'production', DURABLY_DASHBOARD_TOKEN: undefined }, async () => {
     const r = await call(routes, 'GET', 'runs');
     assert.strictEqual(r.status, 403);
@@ -239,3 +250,4 @@ test('basePath: mounted elsewhere, the handlers route by the URL when Next gives
   assert.strictEqual(enc.status, 404);
   assert.match((await enc.json()).error.message, /✓/);
 });
+

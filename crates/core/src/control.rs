@@ -406,6 +406,12 @@ impl Engine {
         if s.crashes.remove(run).is_some() {
             s.crashes_done.push(run.to_string());
         }
+        if s.suspect_running.as_deref() == Some(run) {
+            s.suspect_running = None;
+            for e in std::mem::take(&mut s.suspects_held) {
+                s.schedule(e, now);
+            }
+        }
         if let Some(slot) = &r.slot {
             if let Some(n) = s.flow.executing.get_mut(slot) {
                 *n = n.saturating_sub(1);

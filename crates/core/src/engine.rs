@@ -733,6 +733,12 @@ pub(crate) struct Sched {
     pub(crate) crashes_done: Vec<String>,
     /// Runs that crashed the process `crash_limit` times: failed at the next claim.
     pub(crate) poisoned: Vec<(String, u32)>,
+    /// The one suspect (a run with a crash count) running now. Suspects run one at a time,
+    /// so that a crash while one runs is that run's alone: a run that happened to be in
+    /// flight when another killed the process never collects the culprit's crashes.
+    pub(crate) suspect_running: Option<String>,
+    /// Suspects that were due while another ran: scheduled again when it leaves.
+    pub(crate) suspects_held: Vec<QueueEntry>,
 }
 
 impl Sched {
@@ -1711,6 +1717,14 @@ impl Engine {
         }
     }
 
+    /// Writes and syncs a few bytes: whether the store takes writes (again). A failure
+    /// stops the engine like any failed write.
+    pub async fn probe(&self) -> Result<()> {
+        self.check_open()?;
+        let now = self.inner.clock.now_ms();
+        self.commit(vec![Write::Probe(now)], |_| {}).await
+    }
+
     /// Resolves once every write queued so far is durable and its effects applied (runs it
     /// created are claimable).
     pub async fn flush(&self) -> Result<()> {
@@ -1814,9 +1828,17 @@ impl Engine {
                     if s.entries.get(&e.id) != Some(&(e.ready_at, e.seq)) {
                         continue; // superseded
                     }
+                    let suspect = s.crashes.contains_key(&e.id);
+                    if suspect && s.suspect_running.is_some() {
+                        s.suspects_held.push(e);
+                        continue;
+                    }
                     let Some(slot) = self.may_start(&mut s, &e, now) else {
                         continue;
                     };
+                    if suspect {
+                        s.suspect_running = Some(e.id.clone());
+                    }
                     s.entries.remove(&e.id);
                     if let Some(w) = s.waiting.remove(&e.id) {
                         // A sleep ended or a wait timed out: the other waits go.

@@ -413,6 +413,8 @@ async fn data_nested_too_deep_is_refused_with_its_own_code() {
 
 /// Poison runs: a run that was running each time the process died is failed with
 /// `E_RUN_POISONED` after `crash_limit` crashes in a row, and the other runs carry on.
+/// After a crash, the runs that were in flight (suspects) run one at a time, so a run that
+/// was merely in flight beside the culprit does not collect its crashes.
 #[tokio::test]
 async fn a_run_that_kills_the_process_three_times_fails_as_poisoned() {
     let dir = tempfile::tempdir().unwrap();
@@ -427,53 +429,51 @@ async fn a_run_that_kills_the_process_three_times_fails_as_poisoned() {
         e.register_task("t", TaskPolicy::default()).unwrap();
         e
     };
-    let (poison, fine) = {
+    let (poison, bystander) = {
         let engine = open();
         let poison = trigger(&engine, json!({"task": "t", "payload": "kills"}))
             .await
             .unwrap();
-        let fine = trigger(&engine, json!({"task": "t", "payload": "fine"}))
+        let bystander = trigger(&engine, json!({"task": "t", "payload": "fine"}))
             .await
             .unwrap();
         engine.close();
-        (poison, fine)
+        (poison, bystander)
     };
-    for crash in 1..=4 {
-        let engine = open();
-        if crash == 4 {
-            // After three crashes in a row, it is not handed out again: it fails.
-            let batch = engine.claim(10).await.unwrap().unwrap();
-            let ids: Vec<&str> = batch.runs.iter().map(|c| c.id.as_str()).collect();
-            assert_eq!(ids, [fine.as_str()], "only the healthy run executes");
-            engine.flush().await.unwrap();
-            let run = engine.get_run(&poison).unwrap().unwrap();
-            assert_eq!(run.status, RunStatus::Failed);
-            let err: Value = serde_json::from_str(run.error.unwrap().get()).unwrap();
-            assert_eq!(err["code"], "E_RUN_POISONED");
-            report(
-                &engine,
-                json!([{"op": "complete", "run": fine, "output": 1}]),
-            )
-            .await
-            .unwrap();
-            assert_eq!(status(&engine, &fine), RunStatus::Completed);
-            break;
-        }
-        // Both are handed out; the process "dies" while they run (no report; the claim was
-        // durable before they were handed out). Closing releases the folder, as the OS does.
-        let batch = engine.claim(10).await.unwrap().unwrap();
-        let mut ids: Vec<&str> = batch.runs.iter().map(|c| c.id.as_str()).collect();
+    let claimed = |b: durably_core::engine::ClaimBatch| -> Vec<String> {
+        let mut ids: Vec<String> = b.runs.into_iter().map(|c| c.id).collect();
         ids.sort();
-        let mut want = [poison.as_str(), fine.as_str()];
-        want.sort();
-        assert_eq!(ids, want, "crash {crash}");
-        if crash == 2 {
-            // The healthy one got through this time: its count starts again.
-            report(&engine, json!([{"op": "step", "run": fine, "key": "a", "output": 1},
-                                    {"op": "wait", "run": fine, "waits": [{"kind": "sleep", "key": "s", "wakeAt": EPOCH}]}]))
-                .await
-                .unwrap();
-        }
+        ids
+    };
+    // Life 1: both run; the process dies (the claim was durable before they were handed
+    // out; closing releases the folder, as the OS does for a dead process).
+    let engine = open();
+    let mut both = vec![poison.clone(), bystander.clone()];
+    both.sort();
+    assert_eq!(claimed(engine.claim(10).await.unwrap().unwrap()), both);
+    engine.close();
+    // Lives 2 and 3: both are suspects now; one runs at a time, and the culprit (the older)
+    // is the one running each time the process dies.
+    for life in 2..=3 {
+        let engine = open();
+        let got = claimed(engine.claim(10).await.unwrap().unwrap());
+        assert_eq!(got, [poison.clone()], "life {life}: one suspect at a time");
         engine.close();
     }
+    // Life 4: three crashes in a row while it ran: it fails; the bystander (one crash) runs.
+    let engine = open();
+    let got = claimed(engine.claim(10).await.unwrap().unwrap());
+    assert_eq!(got, [bystander.clone()]);
+    engine.flush().await.unwrap();
+    let run = engine.get_run(&poison).unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    let err: Value = serde_json::from_str(run.error.unwrap().get()).unwrap();
+    assert_eq!(err["code"], "E_RUN_POISONED");
+    report(
+        &engine,
+        json!([{"op": "complete", "run": bystander, "output": 1}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(&engine, &bystander), RunStatus::Completed);
 }

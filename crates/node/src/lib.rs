@@ -8,6 +8,8 @@ use durably_core::{
 };
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
+
+pub mod logs;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -294,6 +296,12 @@ impl NativeEngine {
         self.engine.delete_schedule(&id).await.map_err(js_err)
     }
 
+    /// Writes and syncs a few bytes: rejects if the store does not take writes.
+    #[napi]
+    pub async fn probe(&self) -> Result<()> {
+        self.engine.probe().await.map_err(js_err)
+    }
+
     /// Resolves once every write queued so far is durable and applied.
     #[napi]
     pub async fn flush(&self) -> Result<()> {
@@ -403,6 +411,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// `MIMALLOC_PURGE_DELAY` in the environment still wins.
 #[napi_derive::module_init]
 fn init() {
+    logs::install();
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one integer option; mimalloc allows this at any time, from any thread.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };

@@ -307,6 +307,7 @@ impl<K: Kv> Store for KvStore<K> {
                     (key("p/c/", run), Some(crashes.to_be_bytes().to_vec()))
                 }
                 Write::DelCrashes { run } => (key("p/c/", run), None),
+                Write::Probe(at) => (b"m/probe".to_vec(), Some(at.to_be_bytes().to_vec())),
                 Write::DelSchedule { id } => (key("c/", id), None),
                 Write::PutIdempotency {
                     task,

@@ -92,6 +92,8 @@ pub enum Write {
     DelCrashes {
         run: String,
     },
+    /// A small write that proves the store takes writes again (after a full disk).
+    Probe(u64),
 }
 
 pub trait Store: Send + Sync + 'static {
