@@ -457,13 +457,17 @@ async fn a_run_that_kills_the_process_three_times_fails_as_poisoned() {
     for life in 2..=3 {
         let engine = open();
         let got = claimed(engine.claim(10).await.unwrap().unwrap());
-        assert_eq!(got, [poison.clone()], "life {life}: one suspect at a time");
+        assert_eq!(
+            got,
+            std::slice::from_ref(&poison),
+            "life {life}: one suspect at a time"
+        );
         engine.close();
     }
     // Life 4: three crashes in a row while it ran: it fails; the bystander (one crash) runs.
     let engine = open();
     let got = claimed(engine.claim(10).await.unwrap().unwrap());
-    assert_eq!(got, [bystander.clone()]);
+    assert_eq!(got, std::slice::from_ref(&bystander));
     engine.flush().await.unwrap();
     let run = engine.get_run(&poison).unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Failed);
