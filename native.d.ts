@@ -113,6 +113,10 @@ export interface OpenOptions {
   timerWindow?: number
   /** Crashes in a row while a run ran before it fails with E_RUN_POISONED. */
   crashLimit?: number
+  /** How long ended runs are kept (ms); -1: forever. */
+  retentionMs?: number
+  /** How often the retention pass looks for what is due (ms). */
+  purgeIntervalMs?: number
 }
 
 /** Parses a duration string ('500ms', '1h30m', '3 days') into milliseconds. */

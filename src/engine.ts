@@ -132,6 +132,8 @@ export class Engine implements Executor {
       simSyncDelayMs: c.simSyncDelayMs,
       timerWindow: c.timerWindow,
       crashLimit: c.crashLimit,
+      retentionMs: c.retentionMs,
+      purgeIntervalMs: Number(process.env.DURABLY_PURGE_INTERVAL_MS) > 0 ? Number(process.env.DURABLY_PURGE_INTERVAL_MS) : undefined,
     };
   }
 
@@ -564,7 +566,7 @@ export class Engine implements Executor {
 
   async stats(): Promise<Stats> {
     const s = JSON.parse(await this.nativeCall((nat) => nat.stats()));
-    return { ready: s.ready, delayed: s.delayed, running: s.running, waiting: s.waiting, waitingForTask: s.waitingForTask };
+    return { ready: s.ready, delayed: s.delayed, running: s.running, waiting: s.waiting, waitingForTask: s.waitingForTask, flowKeys: s.flowKeys };
   }
 
   /** The engine's clock (the manual clock of durably/testing), or the wall clock if closed. */

@@ -12,7 +12,7 @@
  * ```
  */
 import { Engine, checkExpression, policyJson, resolveConfig, toMs, validateTaskId, type TaskDef } from './engine';
-import { knownKeys } from './options';
+import { knownKeys, retentionMs } from './options';
 import { parseFlow } from './flow';
 import { DurablyError, badOption } from './errors';
 import type { ConfigureOptions, EventInput, ListRunsOptions, Run, RunHandle, RunList, Schedule, ScheduleInput, ShutdownOptions, Stats, Task, TaskOptions, Token, TriggerOptions } from './types';
@@ -37,7 +37,7 @@ export function defineTask<P, O>(getEngine: () => Engine, opts: TaskOptions<P, O
   if (opts === null || typeof opts !== 'object') throw badOption('task', 'task() takes an options object: task({ id, run })');
   const id = validateTaskId(opts.id);
   if (typeof opts.run !== 'function') throw badOption('run', `task "${id}" needs a run function: task({ id, run: async (payload, { step }) => … })`);
-  const known = ['id', 'run', 'retry', 'on', 'schedule', 'concurrency', 'throttle', 'rateLimit', 'debounce', 'priority', 'idempotencyKey', 'idempotencyKeyTTL', 'singleton', 'timeout', 'cancelOn', 'onFailure'];
+  const known = ['id', 'run', 'retry', 'on', 'schedule', 'concurrency', 'throttle', 'rateLimit', 'debounce', 'priority', 'idempotencyKey', 'idempotencyKeyTTL', 'singleton', 'timeout', 'cancelOn', 'onFailure', 'retention'];
   for (const k of Object.keys(opts)) {
     if (!known.includes(k)) throw badOption(k, `unknown task option; known options are ${known.join(', ')}`);
   }
@@ -51,7 +51,13 @@ export function defineTask<P, O>(getEngine: () => Engine, opts: TaskOptions<P, O
     if (sc.tz !== undefined && typeof sc.tz !== 'string') throw badOption('schedule.tz', "must be an IANA time zone like 'Europe/Paris'");
     schedule = { cron: sc.cron, tz: sc.tz ?? 'UTC' };
   }
-  const policy = policyJson(opts.retry, opts.on, { ...flowPolicy, onFailure: opts.onFailure !== undefined, ...(schedule ? { schedule } : {}) });
+  const retention = opts.retention === undefined ? undefined : retentionMs('retention', opts.retention);
+  const policy = policyJson(opts.retry, opts.on, {
+    ...flowPolicy,
+    onFailure: opts.onFailure !== undefined,
+    ...(schedule ? { schedule } : {}),
+    ...(retention === undefined ? {} : { retention: retention < 0 ? 'forever' : retention }),
+  });
   const on = opts.on === undefined ? undefined : (Array.isArray(opts.on) ? opts.on : [opts.on]).map((o) => (typeof o === 'string' ? o : o.event));
   getEngine().register({
     id,

@@ -28,6 +28,16 @@ export interface EngineConfig {
   crashLimit: number;
   logLevel: LogLevel;
   logger?: LogSink;
+  /** Ended runs are kept this long (ms); -1: forever. */
+  retentionMs: number;
+}
+
+/** A retention option: a duration of at least a minute, or `'forever'` / `false`. */
+export function retentionMs(option: string, v: unknown): number {
+  if (v === false || v === 'forever') return -1;
+  const ms = toMs(option, v as Duration);
+  if (ms < 60_000) throw badOption(option, "must be at least a minute ('1m'), or 'forever'");
+  return ms;
 }
 
 /**
@@ -162,7 +172,7 @@ export function retryPolicyJson(retry: RetryOptions | undefined): string {
 
 export function resolveConfig(opts: ConfigureOptions, env: NodeJS.ProcessEnv = process.env): EngineConfig {
   if (opts === null || typeof opts !== 'object') throw badOption('configure', 'pass an object like { dataDir: "./.durably" }');
-  const known = ['dataDir', 'concurrency', 'durability', 'flushInterval', 'maxPayloadBytes', 'cacheBytes', 'lockTimeout', 'crashLimit', 'logLevel', 'logger'];
+  const known = ['dataDir', 'concurrency', 'durability', 'flushInterval', 'maxPayloadBytes', 'cacheBytes', 'lockTimeout', 'crashLimit', 'logLevel', 'logger', 'retention'];
   for (const k of Object.keys(opts)) {
     if (!known.includes(k)) throw badOption(k, `unknown option; known options are ${known.join(', ')}`);
   }
@@ -185,11 +195,12 @@ export function resolveConfig(opts: ConfigureOptions, env: NodeJS.ProcessEnv = p
   const lockTimeoutMs = toMs('lockTimeout', opts.lockTimeout ?? '10s');
   const logLevel = checkLevel(env.DURABLY_LOG || opts.logLevel || 'warn', env.DURABLY_LOG ? 'DURABLY_LOG' : 'logLevel');
   const logger = checkSink(opts.logger);
+  const retention = retentionMs(env.DURABLY_RETENTION ? 'DURABLY_RETENTION' : 'retention', env.DURABLY_RETENTION || (opts.retention ?? '7d'));
   const crashLimit = opts.crashLimit ?? 3;
   if (!Number.isInteger(crashLimit) || crashLimit < 1 || crashLimit > 1000) throw badOption('crashLimit', `must be an integer from 1 to 1000, got ${String(crashLimit)}`);
   const sim = Number(env.DURABLY_SIM_SYNC_DELAY_MS ?? 0);
   const simSyncDelayMs = Number.isFinite(sim) && sim > 0 ? Math.round(sim) : undefined;
   const window = Number(env.DURABLY_TIMER_WINDOW ?? NaN);
   const timerWindow = Number.isInteger(window) && window >= 1 ? window : undefined;
-  return { dataDir: path.resolve(dataDir), concurrency, durability, flushIntervalMs, maxPayloadBytes, cacheBytes: opts.cacheBytes, simSyncDelayMs, timerWindow, lockTimeoutMs, crashLimit, logLevel, logger };
+  return { dataDir: path.resolve(dataDir), concurrency, durability, flushIntervalMs, maxPayloadBytes, cacheBytes: opts.cacheBytes, simSyncDelayMs, timerWindow, lockTimeoutMs, crashLimit, logLevel, logger, retentionMs: retention };
 }

@@ -193,6 +193,8 @@ export interface TaskOptions<P, O> extends FlowOptions<P> {
   schedule?: string | { cron: string; tz?: string };
   /** Called once (durably, as a run of its own) after a run of this task failed for good. */
   onFailure?: (payload: P, info: FailureInfo) => unknown;
+  /** How long this task's ended runs are kept (default: `configure({ retention })`, 7 days). */
+  retention?: Duration | 'forever' | false;
   /** Start a run (with `payload = event.data`) for every matching event sent with `send()`. */
   on?: OnOption;
 }
@@ -242,6 +244,12 @@ export interface Run<P = unknown, O = unknown> {
   /** `'onFailure'` for the run that called a task's `onFailure`. */
   kind?: 'onFailure';
   priority?: number;
+  /**
+   * True while the run has not ended and no task with its `taskId` is defined in this
+   * process (renamed, removed, or its module not imported where the engine starts): it
+   * waits, nothing is lost, and it runs once the task is defined again.
+   */
+  waitingForTask?: boolean;
   steps: StepInfo[];
 }
 
@@ -293,6 +301,14 @@ export interface ConfigureOptions {
    * being replayed forever (default 3).
    */
   crashLimit?: number;
+  /**
+   * How long ended runs (completed, failed, cancelled, skipped) are kept, with their steps
+   * (default '7 days', env DURABLY_RETENTION): a duration of at least '1m', or 'forever'.
+   * Events go once older than this and no waiting run can still match them; expired
+   * idempotency keys go too. A task's own `retention` wins for its runs. Removal runs in
+   * the background, a few hundred records at a time.
+   */
+  retention?: Duration | 'forever' | false;
   /** The least severe of durably's own messages shown (default 'warn', env DURABLY_LOG). */
   logLevel?: 'silent' | 'error' | 'warn' | 'info' | 'debug';
   /**
@@ -351,4 +367,6 @@ export interface Stats {
   waiting: number;
   /** Runs whose task is not registered in this process: they wait. */
   waitingForTask: number;
+  /** Throttle and rate-limit keys with starts in their window (each freed with its period). */
+  flowKeys: number;
 }

@@ -350,6 +350,7 @@ impl Engine {
         after: &mut AfterCommit,
     ) -> String {
         let id = s.next_id("run", now);
+        self.retain(s, &proto.task, &id, now, writes);
         let error = serde_json::json!({ "name": "DurablyError", "code": "E_RUN_SKIPPED", "message": format!("run skipped: {why}") });
         writes.push(Write::PutRun(RunRecord {
             id: id.clone(),
@@ -746,6 +747,7 @@ impl Engine {
         };
         let parent = store.run_record(run)?.and_then(|r| r.parent);
         self.after_end(s, run, &task, parent.as_ref(), &out, now, writes);
+        self.retain(s, &task, run, now, writes);
         after.finished.push((run.to_string(), out));
         Ok(true)
     }

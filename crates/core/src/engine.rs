@@ -56,6 +56,11 @@ pub struct EngineOptions {
     /// A run that was running each time the process died this many times in a row fails
     /// with `E_RUN_POISONED` instead of being replayed again (a poison run).
     pub crash_limit: u32,
+    /// How long an ended run is kept (and events no wait can match, see `retention.rs`);
+    /// `None`: forever. A task's own `retention` wins.
+    pub retention_ms: Option<u64>,
+    /// How often the retention thread looks for what is due.
+    pub purge_interval_ms: u64,
 }
 
 impl Default for EngineOptions {
@@ -67,8 +72,24 @@ impl Default for EngineOptions {
             sim_sync_delay_ms: 0,
             timer_window: 4096,
             crash_limit: 3,
+            retention_ms: Some(7 * 24 * 3_600_000),
+            purge_interval_ms: 60_000,
         }
     }
+}
+
+/// How long a task's ended runs are kept: a number of ms, or `"forever"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Retention {
+    Ms(u64),
+    Forever(ForeverTag),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForeverTag {
+    Forever,
 }
 
 /// An event subscription of a task: `on: 'name'` or `{ event, if }`.
@@ -107,6 +128,9 @@ pub struct TaskPolicy {
     /// Keys given as expressions (`key: 'event.data.userId'`).
     #[serde(default)]
     pub keys: flow::KeyExprSources,
+    /// How long its ended runs are kept (else the engine's `retention_ms`).
+    #[serde(default)]
+    pub retention: Option<Retention>,
     /// `keys`, compiled when the task is registered.
     #[serde(skip)]
     pub key_exprs: flow::KeyExprs,
@@ -585,6 +609,9 @@ pub struct RunView {
     pub priority: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
+    /// It has not ended and no task with its id is defined in this process: it waits for one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub waiting_for_task: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -739,6 +766,8 @@ pub(crate) struct Sched {
     pub(crate) suspect_running: Option<String>,
     /// Suspects that were due while another ran: scheduled again when it leaves.
     pub(crate) suspects_held: Vec<QueueEntry>,
+    /// Tasks whose due runs waited for their definition (logged once each).
+    pub(crate) warned_tasks: HashSet<String>,
 }
 
 impl Sched {
@@ -762,6 +791,12 @@ impl Sched {
             let priority = self.flows.get(&e.id).map(|f| f.priority).unwrap_or(0);
             self.ready.push(Ready(priority, Timer::from_entry(e)));
         } else {
+            if self.warned_tasks.insert(e.task.clone()) {
+                tracing::warn!(
+                    "durably: runs of task \"{}\" are due, but no task with that id is defined in this process; they wait (nothing is lost) until it is: import its module where the engine starts (instrumentation.ts)",
+                    e.task
+                );
+            }
             self.parked.entry(e.task.clone()).or_default().push(e);
         }
     }
@@ -918,7 +953,7 @@ impl Sched {
     }
 }
 
-pub(crate) struct Inner {
+pub struct Inner {
     store: RwLock<Option<Arc<dyn Store>>>,
     writer: Writer,
     pub(crate) clock: Arc<dyn Clock>,
@@ -955,6 +990,32 @@ pub(crate) struct AfterCommit {
 }
 
 impl Engine {
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Engine {
+        Engine { inner }
+    }
+
+    /// Queues writes whose outcome nobody awaits (a failure stops the engine all the same).
+    pub(crate) fn submit_quiet(&self, writes: Vec<Write>) {
+        self.inner.writer.submit(writes, Box::new(|_| {}));
+    }
+
+    /// The retention entry of a run that ends now (none for a task kept forever).
+    pub(crate) fn retain(
+        &self,
+        s: &Sched,
+        task: &str,
+        run: &str,
+        now: u64,
+        writes: &mut Vec<Write>,
+    ) {
+        if let Some(at) = self.purge_at(s, task, now) {
+            writes.push(Write::PutPurge {
+                at,
+                run: run.to_string(),
+            });
+        }
+    }
+
     /// Opens an engine over `store`, recovering every run that has not ended.
     pub fn open(
         store: Arc<dyn Store>,
@@ -1138,6 +1199,10 @@ impl Engine {
             failed,
             kicked: AtomicBool::new(false),
         });
+        crate::retention::spawn(
+            Arc::downgrade(&inner),
+            Duration::from_millis(inner.opts.purge_interval_ms.max(1)),
+        );
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         clock.add_waker(Arc::new(move || {
             if let Some(i) = weak.upgrade() {
@@ -2258,6 +2323,7 @@ impl Engine {
             },
         });
         self.after_end(s, &run, &r.task, r.parent.as_ref(), &out, now, writes);
+        self.retain(s, &r.task, &run, now, writes);
         after.finished.push((run, out));
     }
 
@@ -2666,6 +2732,7 @@ impl Engine {
         } else if status == RunStatus::Delayed && state.ready_at.is_some_and(|at| at <= now) {
             status = RunStatus::Queued;
         }
+        let waiting_for_task = !status.is_terminal() && !s.tasks.contains_key(&rec.task);
         RunView {
             id: rec.id,
             task_id: rec.task,
@@ -2688,6 +2755,7 @@ impl Engine {
             kind: rec.kind,
             priority: rec.flow.as_ref().map(|f| f.priority).filter(|p| *p != 0),
             steps: None,
+            waiting_for_task,
         }
     }
 

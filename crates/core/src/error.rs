@@ -45,7 +45,7 @@ pub enum Error {
     #[error("option `{option}`: {reason}")]
     BadCron { option: String, reason: String },
 
-    #[error("no run with id \"{id}\" exists in this store")]
+    #[error("no run with id \"{id}\" exists in this store (runs that ended longer ago than their retention, 7 days by default, are removed)")]
     RunNotFound { id: String },
 
     #[error("illegal run transition: a {from} run cannot take `{input}` (this is a bug in durably, please report it)")]

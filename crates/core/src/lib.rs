@@ -12,6 +12,7 @@ pub mod expr;
 pub mod flow;
 pub mod limits;
 pub mod model;
+pub mod retention;
 pub mod retry;
 pub mod schedule;
 pub mod state;

@@ -453,3 +453,38 @@ async fn an_event_has_one_ts_for_live_and_later_waits() {
         assert_eq!(ev["ts"], json!(EPOCH - 5_000), "run {}", run.id);
     }
 }
+
+/// Issue 15 (suspected, confirmed): runs of a task no process defines showed `queued` with
+/// nothing that said why. `runs.get` says `waitingForTask`, `stats()` counts them.
+#[tokio::test]
+async fn a_run_whose_task_is_not_defined_says_it_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(EPOCH));
+    let open = |with: bool| {
+        let e = Engine::open(
+            open_sled(dir.path(), None).unwrap(),
+            clock.clone(),
+            EngineOptions::default(),
+        )
+        .unwrap();
+        if with {
+            e.register_task("renamed", TaskPolicy::default()).unwrap();
+        }
+        e
+    };
+    let run = {
+        let e = open(true);
+        let run = trigger(&e, json!({"task": "renamed", "payload": 1})).await;
+        e.close();
+        run
+    };
+    let e = open(false);
+    assert!(e.try_claim(10).unwrap().is_empty());
+    let v = e.get_run(&run).unwrap().unwrap();
+    assert_eq!(v.status, RunStatus::Queued);
+    assert!(v.waiting_for_task);
+    assert_eq!(e.stats().unwrap().waiting_for_task, 1);
+    e.register_task("renamed", TaskPolicy::default()).unwrap();
+    assert!(!e.get_run(&run).unwrap().unwrap().waiting_for_task);
+    assert_eq!(ids(&e.try_claim(10).unwrap()), [run]);
+}

@@ -47,6 +47,10 @@ pub struct OpenOptions {
     pub timer_window: Option<u32>,
     /// Crashes in a row while a run ran before it fails with E_RUN_POISONED.
     pub crash_limit: Option<u32>,
+    /// How long ended runs are kept (ms); -1: forever.
+    pub retention_ms: Option<f64>,
+    /// How often the retention pass looks for what is due (ms).
+    pub purge_interval_ms: Option<f64>,
 }
 
 #[napi]
@@ -145,6 +149,15 @@ impl NativeEngine {
                 .map(|w| w as usize)
                 .unwrap_or(defaults.timer_window),
             crash_limit: opts.crash_limit.unwrap_or(defaults.crash_limit),
+            retention_ms: match opts.retention_ms {
+                None => defaults.retention_ms,
+                Some(ms) if ms < 0.0 => None,
+                Some(ms) => Some(ms as u64),
+            },
+            purge_interval_ms: opts
+                .purge_interval_ms
+                .map(|ms| ms.max(1.0) as u64)
+                .unwrap_or(defaults.purge_interval_ms),
         };
         let store = match &opts.data_dir {
             Some(dir) => durably_core::open_sled(

@@ -20,6 +20,8 @@
 //! | `i/{task}\0{key}`                | `{run id}\0{expires_at u64 BE}` |
 //! | `p/b/{batch u64 BE}`             | JSON list of the run ids of a claim still running |
 //! | `p/c/{run id}`                   | crashes in a row while the run ran (u32 BE) |
+//! | `z/{purge_at u64 BE}{run id}`    | empty: an ended run, removed at `purge_at` (retention) |
+//! | `j/{expires_at u64 BE}{task}\0{key}` | empty: when an idempotency key expires |
 //!
 //! Run ids are ULID-based and sort by creation time, so a reverse scan of `r/` lists runs
 //! newest first. Everything lives in one keyspace because a sled batch is atomic only
@@ -112,6 +114,22 @@ pub(crate) fn event_index_keys(e: &EventRecord) -> Vec<Vec<u8>> {
         keys.push(name_key("u/", &e.name, e.seq));
     }
     keys
+}
+
+fn purge_key(at: u64, run: &str) -> Vec<u8> {
+    let mut k = b"z/".to_vec();
+    k.extend_from_slice(&at.to_be_bytes());
+    k.extend_from_slice(run.as_bytes());
+    k
+}
+
+fn expiry_key(at: u64, task: &str, key: &str) -> Vec<u8> {
+    let mut k = b"j/".to_vec();
+    k.extend_from_slice(&at.to_be_bytes());
+    k.extend_from_slice(task.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
 }
 
 fn claims_key(batch: u64) -> Vec<u8> {
@@ -318,8 +336,45 @@ impl<K: Kv> Store for KvStore<K> {
                     let mut v = run.as_bytes().to_vec();
                     v.push(0);
                     v.extend_from_slice(&expires_at.to_be_bytes());
+                    // Its expiry, for retention (a key replaced later leaves a stale one,
+                    // which the purge recognises by the expiry it names).
+                    ops.push((expiry_key(*expires_at, task, k), Some(Vec::new())));
                     (idem_key(task, k), Some(v))
                 }
+                Write::PutPurge { at, run } => (purge_key(*at, run), Some(Vec::new())),
+                Write::DelRun {
+                    run,
+                    steps,
+                    purge_at,
+                } => {
+                    for s in steps {
+                        ops.push((step_key(run, s), None));
+                    }
+                    ops.push((key("x/", run), None));
+                    ops.push((key("f/", run), None));
+                    ops.push((key("w/", run), None));
+                    ops.push((key("p/c/", run), None));
+                    ops.push((purge_key(*purge_at, run), None));
+                    (key("r/", run), None)
+                }
+                Write::DelEvent(e) => {
+                    for k in event_index_keys(e) {
+                        ops.push((k, None));
+                    }
+                    (key("e/", &e.id), None)
+                }
+                Write::DelIdempotency {
+                    task,
+                    key: k,
+                    expires_at,
+                    key_too,
+                } => {
+                    if *key_too {
+                        ops.push((idem_key(task, k), None));
+                    }
+                    (expiry_key(*expires_at, task, k), None)
+                }
+                Write::DelPurgeEntry { at, run } => (purge_key(*at, run), None),
             };
             ops.push(op);
         }
@@ -484,6 +539,61 @@ impl<K: Kv> Store for KvStore<K> {
             true
         })?;
         Ok(out)
+    }
+
+    fn due_for_purge(&self, now: u64, limit: usize) -> Result<super::Due> {
+        let mut due = super::Due::default();
+        self.kv.scan(b"z/", false, None, &mut |k, _| {
+            if k.len() < 10 {
+                return true;
+            }
+            let at = u64::from_be_bytes(k[2..10].try_into().unwrap_or_default());
+            if at > now || due.runs.len() >= limit {
+                return false;
+            }
+            due.runs
+                .push((at, String::from_utf8_lossy(&k[10..]).into_owned()));
+            true
+        })?;
+        self.kv.scan(b"j/", false, None, &mut |k, _| {
+            if k.len() < 10 {
+                return true;
+            }
+            let at = u64::from_be_bytes(k[2..10].try_into().unwrap_or_default());
+            if at > now || due.keys.len() >= limit {
+                return false;
+            }
+            let mut parts = k[10..].splitn(2, |b| *b == 0);
+            let task = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let key = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            due.keys.push((at, task, key));
+            true
+        })?;
+        Ok(due)
+    }
+
+    fn oldest_events(&self, visit: &mut dyn FnMut(EventRecord) -> bool) -> Result<()> {
+        self.visit_index(b"g/", 0, visit)
+    }
+
+    fn oldest_live_run(&self) -> Result<Option<String>> {
+        let mut oldest: Option<String> = None;
+        self.kv.scan(b"q/", false, None, &mut |_, v| {
+            let id = String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or_default())
+                .into_owned();
+            if oldest.as_ref().is_none_or(|o| id < *o) {
+                oldest = Some(id);
+            }
+            true
+        })?;
+        self.kv.scan(b"w/", false, None, &mut |k, _| {
+            let id = String::from_utf8_lossy(&k[2..]).into_owned();
+            if oldest.as_ref().is_none_or(|o| id < *o) {
+                oldest = Some(id);
+            }
+            true
+        })?;
+        Ok(oldest)
     }
 
     fn newest_run_id(&self) -> Result<Option<String>> {

@@ -120,6 +120,23 @@ fn to_2<K: Kv>(kv: &K) -> Result<()> {
             ops.push((xk, Some(enc(&st)?)));
         }
     }
+    // Ended runs get their retention entry (schema 1 kept everything): 7 days after they
+    // ended, the default; a task with its own retention is corrected at its next end.
+    let mut ended = Vec::new();
+    kv.scan(b"x/", false, None, &mut |k, v| {
+        if let Ok(st) = serde_json::from_slice::<RunState>(v) {
+            if st.status.is_terminal() {
+                ended.push((st.ended_at.unwrap_or(0), k[2..].to_vec()));
+            }
+        }
+        true
+    })?;
+    for (at, run) in ended {
+        let mut k = b"z/".to_vec();
+        k.extend_from_slice(&at.saturating_add(7 * 24 * 3_600_000).to_be_bytes());
+        k.extend_from_slice(&run);
+        ops.push((k, Some(Vec::new())));
+    }
     let next = (order.len() as u64).max(max_queue_seq) + SEQ_BLOCK;
     ops.push((b"m/seq".to_vec(), Some(next.to_be_bytes().to_vec())));
     ops.push((b"m/schema".to_vec(), Some(2u32.to_be_bytes().to_vec())));

@@ -94,6 +94,40 @@ pub enum Write {
     },
     /// A small write that proves the store takes writes again (after a full disk).
     Probe(u64),
+    /// An ended run is removed at `at` (retention).
+    PutPurge {
+        at: u64,
+        run: String,
+    },
+    /// Removes an ended run: its records, steps and retention entry (`purge_at`).
+    DelRun {
+        run: String,
+        steps: Vec<String>,
+        purge_at: u64,
+    },
+    /// Removes an event with its indexes.
+    DelEvent(EventRecord),
+    /// Removes an idempotency key's expiry entry, and the key if `key_too` (it expired).
+    DelIdempotency {
+        task: String,
+        key: String,
+        expires_at: u64,
+        key_too: bool,
+    },
+    /// Removes a retention entry alone (its run was reopened, or is gone).
+    DelPurgeEntry {
+        at: u64,
+        run: String,
+    },
+}
+
+/// What retention found due (see `Store::due_for_purge`).
+#[derive(Debug, Default)]
+pub struct Due {
+    /// `(purge_at, run)` of ended runs due for removal.
+    pub runs: Vec<(u64, String)>,
+    /// Idempotency keys that expired: `(expires_at, task, key)`.
+    pub keys: Vec<(u64, String, String)>,
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -154,6 +188,13 @@ pub trait Store: Send + Sync + 'static {
     fn claims(&self) -> Result<Vec<(u64, Vec<String>)>>;
     /// Every run's crash count (`Write::PutCrashes`).
     fn crashes(&self) -> Result<Vec<(String, u32)>>;
+    /// Up to `limit` ended runs whose retention ended by `now`, and up to `limit` expired
+    /// idempotency keys, oldest first.
+    fn due_for_purge(&self, now: u64, limit: usize) -> Result<Due>;
+    /// Events in sequence order, from the oldest, until `visit` returns false.
+    fn oldest_events(&self, visit: &mut dyn FnMut(EventRecord) -> bool) -> Result<()>;
+    /// The oldest run that has not ended (the smallest id with a queue entry or a wait).
+    fn oldest_live_run(&self) -> Result<Option<String>>;
     /// Runs marked waiting on an event, a token or a child.
     fn waiting_runs(&self) -> Result<Vec<String>>;
     fn token(&self, id: &str) -> Result<Option<TokenRecord>>;
