@@ -27,9 +27,9 @@ fi
 export DURABLY_DASHBOARD_TOKEN
 cat <<MSG
 
-  durably × Next.js — http://127.0.0.1:${port}
+  durably × Next.js — open http://127.0.0.1:${port}/?token=${DURABLY_DASHBOARD_TOKEN}
     /          sign up (a server action: onboarding-email task + user/signed-up event)
-    /runs      recent runs, refreshing every 2 s
+    /runs      recent runs, refreshing every 2 s (with ?token=: it shows payloads)
     JSON API:  curl -H 'authorization: Bearer ${DURABLY_DASHBOARD_TOKEN}' http://127.0.0.1:${port}/durably/runs
     Ctrl-C stops the server; start it again and unfinished runs carry on.
 

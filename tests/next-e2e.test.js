@@ -7,7 +7,7 @@ const assert = require('node:assert');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { buildExample, lockExample, startServer, api, poll, getRun, runCompleted } = require('./fixtures/next-helper');
+const { buildExample, lockExample, startServer, api, poll, getRun, runCompleted, TOKEN } = require('./fixtures/next-helper');
 
 let tmp;
 let release;
@@ -79,8 +79,14 @@ test('the sign-up server action, posted as a browser without JavaScript posts it
   const seq = await poll('the onboarding-sequence run', () => findRun('onboarding-sequence', email));
   assert.strictEqual(seq.event.name, 'user/signed-up');
 
-  // The runs page (a dynamic server component) lists them and refreshes itself.
-  const page = await fetch(server.base + res.headers.get('location'));
+  // The runs page shows payloads: under `next start` it needs the operator token.
+  const closed = await (await fetch(server.base + res.headers.get('location'))).text();
+  assert.ok(!closed.includes(emailRun.id) && !closed.includes(email), 'no runs or payloads without the token');
+  assert.match(closed, /operator token/);
+  const inv = await fetch(server.base + '/api/invoices?accountId=acme');
+  assert.strictEqual(inv.status, 403, 'the invoices listing needs the token too');
+  // With it, the page (a dynamic server component) lists them and refreshes itself.
+  const page = await fetch(server.base + res.headers.get('location') + `&token=${TOKEN}`);
   assert.strictEqual(page.status, 200);
   const runsHtml = await page.text();
   assert.match(runsHtml, /<meta http-equiv="refresh" content="2"/);

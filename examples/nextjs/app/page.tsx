@@ -1,7 +1,7 @@
 import { confirmEmail, signUp } from './actions';
 
-export default async function Home({ searchParams }: { searchParams: Promise<{ error?: string }> }) {
-  const { error } = await searchParams;
+export default async function Home({ searchParams }: { searchParams: Promise<{ error?: string; token?: string }> }) {
+  const { error, token } = await searchParams;
   return (
     <main>
       <h1>Sign up</h1>
@@ -12,6 +12,7 @@ export default async function Home({ searchParams }: { searchParams: Promise<{ e
       </p>
       {error ? <p className="failed">{error}</p> : null}
       <form action={signUp} id="sign-up">
+        {token ? <input type="hidden" name="token" value={token} /> : null}
         <input name="email" type="email" placeholder="ada@example.com" required />
         <button type="submit">Sign up</button>
       </form>
@@ -19,6 +20,7 @@ export default async function Home({ searchParams }: { searchParams: Promise<{ e
       <h2>Confirm an address</h2>
       <p className="note">What the link in the confirmation email would do: sends <code>user/confirmed</code>.</p>
       <form action={confirmEmail} id="confirm">
+        {token ? <input type="hidden" name="token" value={token} /> : null}
         <input name="email" type="email" placeholder="ada@example.com" required />
         <button type="submit">Confirm</button>
       </form>

@@ -1,4 +1,5 @@
 import { runs, type RunStatus } from 'durably';
+import { isOperator, withToken } from '@/lib/operator';
 
 // Read at request time, never prerendered: `next build` must not open the store.
 export const dynamic = 'force-dynamic';
@@ -16,8 +17,16 @@ function at(d: Date | undefined): number {
   return d ? d.getTime() : Number.MAX_SAFE_INTEGER;
 }
 
-export default async function RunsPage({ searchParams }: { searchParams: Promise<{ status?: string; signedUp?: string; confirmed?: string }> }) {
+export default async function RunsPage({ searchParams }: { searchParams: Promise<{ status?: string; signedUp?: string; confirmed?: string; token?: string }> }) {
   const q = await searchParams;
+  if (!isOperator(q.token)) {
+    return (
+      <main>
+        <h1>Recent runs</h1>
+        <p className="failed">This page shows run payloads: open it with the operator token, <code>/runs?token=…</code> (the link `npm run demo` prints).</p>
+      </main>
+    );
+  }
   const status = STATUSES.find((s) => s === q.status);
   const page = await runs.list({ limit: 30, ...(status ? { status } : {}) });
   // The current step of each run (runs.list leaves steps out; runs.get is an in-process read).
@@ -30,11 +39,11 @@ export default async function RunsPage({ searchParams }: { searchParams: Promise
       {q.signedUp ? <p className="completed">Signed up {q.signedUp}: watch its runs below.</p> : null}
       {q.confirmed ? <p className="completed">Sent user/confirmed for {q.confirmed}.</p> : null}
       <p className="note">
-        Filter: <a href="/runs">all</a>
+        Filter: <a href={withToken('/runs', q.token)}>all</a>
         {STATUSES.map((s) => (
           <span key={s}>
             {' · '}
-            <a href={`/runs?status=${s}`}>{s}</a>
+            <a href={withToken(`/runs?status=${s}`, q.token)}>{s}</a>
           </span>
         ))}
       </p>

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { runs } from 'durably';
 import { generateInvoice, type InvoiceLine } from '@/jobs';
+import { bearer, isOperator } from '@/lib/operator';
 
 export const dynamic = 'force-dynamic';
 
@@ -35,8 +36,9 @@ export async function POST(request: Request) {
   return Response.json({ runId: run.id, invoiceId }, { status: 202 });
 }
 
-/** GET ?accountId=acme → the account's recent invoice runs. */
+/** GET ?accountId=acme → the account's recent invoice runs (operator only: they hold payloads). */
 export async function GET(request: Request) {
+  if (!isOperator(bearer(request))) return bad('send the operator token: Authorization: Bearer $DURABLY_DASHBOARD_TOKEN', 403);
   const accountId = new URL(request.url).searchParams.get('accountId');
   if (!accountId) return bad('pass ?accountId=');
   const page = await runs.list({ taskId: generateInvoice.id, tag: `account:${accountId}`, limit: 50 });
