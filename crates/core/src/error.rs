@@ -144,7 +144,7 @@ impl Error {
 }
 
 /// ENOSPC (and EDQUOT): the disk, or the user's quota on it, is full.
-fn is_full(e: &std::io::Error) -> bool {
+pub(crate) fn is_full(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(28) | Some(122)) || e.kind() == std::io::ErrorKind::StorageFull
 }
 

@@ -229,6 +229,12 @@ impl SledKv {
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
+                Ok(Err(sled::Error::Io(io))) if crate::error::is_full(&io) => {
+                    return Err(Error::DiskFull(format!(
+                        "cannot open the store in {}: {io}",
+                        dir.display()
+                    )))
+                }
                 Ok(Err(other)) => {
                     return Err(Error::Store(format!(
                         "cannot open the store in {}: {other}; if the disk is fine, the files may be damaged: restore the folder from a backup",
