@@ -196,6 +196,8 @@ export function resolveConfig(opts: ConfigureOptions, env: NodeJS.ProcessEnv = p
   const durability = (env.DURABLY_DURABILITY as 'sync' | 'batched' | undefined) || (opts.durability === undefined ? 'sync' : opts.durability);
   if (durability !== 'sync' && durability !== 'batched') throw badOption('durability', `must be 'sync' or 'batched', got ${typeof durability === 'string' ? JSON.stringify(durability) : typeof durability}`);
   const flushIntervalMs = toMs('flushInterval', opts.flushInterval === undefined ? 100 : opts.flushInterval);
+  // The core takes it as a u32 of milliseconds: a longer one would silently wrap around.
+  if (flushIntervalMs > 0xffff_ffff) throw new DurablyError('E_BAD_DURATION', 'option `flushInterval`: at most 49 days (4294967295 ms); the default is 100 ms', { option: 'flushInterval' });
   const maxPayloadBytes = opts.maxPayloadBytes ?? 4 * 1024 * 1024;
   if (!Number.isInteger(maxPayloadBytes) || maxPayloadBytes < 1024 || maxPayloadBytes > 512 * 1024 * 1024) {
     throw badOption('maxPayloadBytes', 'must be an integer from 1024 to 536870912');

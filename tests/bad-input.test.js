@@ -446,7 +446,7 @@ matrix('configure() throws at the call for every bad option and changes nothing'
   }
   for (const [what, v] of [...BAD_COUNTS, ['over 100000', 100001]]) add(`concurrency is ${what}`, { concurrency: v }, 'E_BAD_OPTION', 'concurrency');
   for (const [what, v] of [['unknown', 'fast'], ['a number', 1], ['null', null], ['an empty string', '']]) add(`durability is ${what}`, { durability: v }, 'E_BAD_OPTION', 'durability');
-  for (const [what, v] of BAD_DURATIONS) add(`flushInterval is ${what}`, { flushInterval: v }, 'E_BAD_DURATION', 'flushInterval');
+  for (const [what, v] of [...BAD_DURATIONS, ['over 2^32 ms (the core takes a u32)', 1e12]]) add(`flushInterval is ${what}`, { flushInterval: v }, 'E_BAD_DURATION', 'flushInterval');
   for (const [what, v] of [...BAD_COUNTS, ['below 1024', 10], ['over 512 MiB', 2 ** 30]]) add(`maxPayloadBytes is ${what}`, { maxPayloadBytes: v }, 'E_BAD_OPTION', 'maxPayloadBytes');
   for (const [what, v] of [...BAD_COUNTS, ['below 1 MiB', 1000], ['over 1 TiB', 2 ** 41]]) add(`cacheBytes is ${what}`, { cacheBytes: v }, 'E_BAD_OPTION', 'cacheBytes');
   for (const [what, v] of BAD_DURATIONS) add(`lockTimeout is ${what}`, { lockTimeout: v }, 'E_BAD_DURATION', 'lockTimeout');
