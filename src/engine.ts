@@ -16,7 +16,7 @@ import { DurablyError, badOption, fromNative, native } from './errors';
 import { Invocation, type Claimed, type Executor } from './invocation';
 import { addon, type NativeEngine } from './native';
 import { log, setLogging } from './log';
-import { checkName, knownKeys, toMs, toTime, type EngineConfig, type TaskDef } from './options';
+import { checkName, describe, knownKeys, toMs, toTime, wellFormed, type EngineConfig, type TaskDef } from './options';
 import { flowMembers } from './flow';
 import { toJson } from './json';
 import type { EventInput, ListRunsOptions, ResultOptions, Run, RunHandle, RunList, Schedule, ScheduleInput, ShutdownOptions, Stats, Token, TriggerOptions } from './types';
@@ -323,6 +323,7 @@ export class Engine implements Executor {
 
   /** Builds one trigger item (validated) as JSON text with the payload spliced in. */
   triggerItem(taskId: string, payload: unknown, opts: TriggerOptions | undefined): string {
+    if (typeof taskId !== 'string') throw badOption('taskId', `trigger(taskId, payload) takes the id of a task (a string), got ${describe(taskId)}`);
     const def = this.tasks.get(taskId);
     if (!def) {
       throw new DurablyError('E_UNKNOWN_TASK', `no task with id "${taskId}" is registered in this process; define it with task({ id: "${taskId}", run }) and import the module before triggering it (check the id for typos)`);
@@ -330,7 +331,7 @@ export class Engine implements Executor {
     const body = toJson(payload, 'the payload', this.config.maxPayloadBytes);
     let extra = '';
     if (opts !== undefined) {
-      if (opts === null || typeof opts !== 'object') throw badOption('options', 'trigger options must be an object');
+      if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) throw badOption('options', 'trigger options must be an object');
       knownKeys('trigger', opts, TRIGGER_OPTIONS);
       if (opts.delay !== undefined) extra += `,"delayMs":${toMs('delay', opts.delay)}`;
       if (opts.runAt !== undefined) extra += `,"runAt":${toTime('runAt', opts.runAt)}`;
@@ -501,11 +502,13 @@ export class Engine implements Executor {
   async createSchedule(input: ScheduleInput): Promise<Schedule> {
     if (input === null || typeof input !== 'object') throw badOption('schedules.create', 'takes { task, cron, tz?, externalId?, payload? }');
     knownKeys('schedules.create', input, ['task', 'cron', 'tz', 'externalId', 'payload']);
-    const task = typeof input.task === 'string' ? input.task : input.task?.id;
+    const task = typeof input.task === 'string' ? input.task : input.task !== null && typeof input.task === 'object' ? input.task.id : undefined;
     if (typeof task !== 'string' || task.length === 0) throw badOption('task', 'schedules.create needs the task (or its id) to run');
+    checkName('task', 'a task id', task);
     if (typeof input.cron !== 'string') throw badOption('cron', "must be a cron pattern like '0 9 * * MON'");
-    if (input.tz !== undefined && typeof input.tz !== 'string') throw badOption('tz', "must be an IANA time zone like 'Europe/Paris'");
-    if (input.externalId !== undefined && (typeof input.externalId !== 'string' || input.externalId.length === 0)) throw badOption('externalId', 'must be a non-empty string');
+    if (!wellFormed(input.cron)) throw new DurablyError('E_BAD_CRON', "option `cron`: not a cron pattern (it holds a lone surrogate); write 5 fields like '0 9 * * MON'", { option: 'cron' });
+    if (input.tz !== undefined) checkName('tz', "an IANA time zone (like 'Europe/Paris')", input.tz);
+    if (input.externalId !== undefined) checkName('externalId', 'an externalId', input.externalId);
     let text = `{"task":${JSON.stringify(task)},"cron":${JSON.stringify(input.cron)}`;
     if (input.tz !== undefined) text += `,"tz":${JSON.stringify(input.tz)}`;
     if (input.externalId !== undefined) text += `,"externalId":${JSON.stringify(input.externalId)}`;
@@ -546,6 +549,9 @@ export class Engine implements Executor {
     if (opts === null || typeof opts !== 'object') throw badOption('runs.list', 'takes an options object');
     knownKeys('runs.list', opts, ['taskId', 'status', 'tag', 'since', 'limit', 'cursor']);
     const filter: Record<string, unknown> = {};
+    for (const k of ['taskId', 'tag', 'cursor'] as const) {
+      if (opts[k] !== undefined && typeof opts[k] !== 'string') throw badOption(k, `runs.list({ ${k} }) takes a string, got ${describe(opts[k])}`);
+    }
     if (opts.taskId !== undefined) filter.taskId = opts.taskId;
     if (opts.status !== undefined) {
       const ok = ['delayed', 'queued', 'running', 'waiting', 'completed', 'failed', 'cancelled', 'skipped'];
@@ -558,7 +564,7 @@ export class Engine implements Executor {
       if (!Number.isInteger(opts.limit) || opts.limit < 1) throw badOption('limit', 'must be a positive integer (at most 1000 is used)');
       filter.limit = opts.limit;
     }
-    if (opts.cursor !== undefined) filter.cursor = opts.cursor;
+    if (opts.cursor !== undefined) filter.cursor = checkName('cursor', 'a cursor (the `cursor` of a previous page)', opts.cursor);
     const page = JSON.parse(await this.nativeCall((nat) => nat.listRuns(JSON.stringify(filter)))) as RunList;
     page.runs.forEach((r) => dates(r as unknown as Record<string, unknown>));
     return page;
@@ -745,7 +751,7 @@ export class Engine implements Executor {
    */
   async shutdown(opts?: ShutdownOptions): Promise<void> {
     knownKeys('shutdown', opts, ['timeout']);
-    const timeout = toMs('timeout', opts?.timeout ?? '10s');
+    const timeout = toMs('timeout', opts?.timeout === undefined ? '10s' : opts.timeout);
     if (this.closing) return this.closing;
     this.stopped = true; // an open waiting for the folder gives up
     this.started = false;

@@ -113,7 +113,7 @@ export function parseFlow(opts: FlowOptions<unknown>, toMs: ToMs, checkExpressio
     const t = object('throttle', opts.throttle);
     known('throttle', t, ['limit', 'period', 'burst', 'key']);
     const burst = t.burst === undefined ? 0 : t.burst;
-    if (!Number.isInteger(burst) || (burst as number) < 0) throw badOption('throttle.burst', 'must be an integer >= 0');
+    if (!Number.isInteger(burst) || (burst as number) < 0 || (burst as number) > 1_000_000) throw badOption('throttle.burst', 'must be an integer from 0 to 1000000');
     policy.throttle = { limit: limit('throttle.limit', t.limit), periodMs: period('throttle.period', t.period, toMs), burst };
     flow.throttleKey = keyOption('throttle.key', t.key, exprs, 'throttle', checkExpression);
   }
@@ -126,7 +126,7 @@ export function parseFlow(opts: FlowOptions<unknown>, toMs: ToMs, checkExpressio
   if (opts.debounce !== undefined) {
     const d = object('debounce', opts.debounce);
     known('debounce', d, ['period', 'key', 'maxWait', 'mode']);
-    const mode = d.mode ?? 'trailing';
+    const mode = d.mode === undefined ? 'trailing' : d.mode;
     if (mode !== 'trailing' && mode !== 'leading') throw badOption('debounce.mode', "must be 'trailing' or 'leading'");
     const periodMs = period('debounce.period', d.period, toMs);
     const maxWaitMs = d.maxWait === undefined ? undefined : period('debounce.maxWait', d.maxWait, toMs);
@@ -163,10 +163,10 @@ export function parseFlow(opts: FlowOptions<unknown>, toMs: ToMs, checkExpressio
     flow.cancelOn = opts.cancelOn.map((c, i) => {
       const o = object(`cancelOn[${i}]`, c);
       known(`cancelOn[${i}]`, o, ['event', 'match', 'if', 'timeout']);
-      if (typeof o.event !== 'string' || o.event.length === 0 || Buffer.byteLength(o.event) > 256 || o.event.includes('\0')) {
+      if (typeof o.event !== 'string' || o.event.length === 0 || Buffer.byteLength(o.event) > 256 || o.event.includes('\0') || !wellFormed(o.event)) {
         throw badOption(`cancelOn[${i}].event`, 'needs an event name: 1 to 256 bytes, without NUL');
       }
-      if (o.match !== undefined && (typeof o.match !== 'string' || o.match.length === 0)) throw badOption(`cancelOn[${i}].match`, "must be a path like 'data.userId'");
+      if (o.match !== undefined && (typeof o.match !== 'string' || o.match.length === 0 || !wellFormed(o.match))) throw badOption(`cancelOn[${i}].match`, "must be a path like 'data.userId'");
       if (o.if !== undefined) {
         if (typeof o.if !== 'string') throw badOption(`cancelOn[${i}].if`, 'must be an expression string');
         checkExpression(`cancelOn[${i}].if`, o.if);
@@ -197,12 +197,30 @@ function evalKey(option: string, k: KeyFunction | undefined, payload: unknown): 
   return checkKey(option, String(v));
 }
 
-/** A key as the core stores it: at most 256 bytes (UTF-8), no NUL. */
+/** A key as the core stores it: 1 to 256 bytes (UTF-8), no NUL, no lone surrogate. */
 function checkKey(option: string, k: string): string {
-  if (Buffer.byteLength(k) > 256 || k.includes('\0')) {
-    throw new DurablyError('E_BAD_OPTION', `option \`${option}\`: a key is at most 256 bytes (UTF-8) without NUL; hash longer values`, { option });
+  if (k.length === 0 || Buffer.byteLength(k) > 256 || k.includes('\0') || !wellFormed(k)) {
+    throw new DurablyError('E_BAD_OPTION', `option \`${option}\`: a key is 1 to 256 bytes (UTF-8) of valid Unicode without NUL, got ${k.length === 0 ? 'an empty string' : `${Buffer.byteLength(k)} bytes`}; hash longer values`, { option });
   }
   return k;
+}
+
+/** False for a string with a lone surrogate (it has no UTF-8 form). */
+function wellFormed(s: string): boolean {
+  return !/\p{Surrogate}/u.test(s);
+}
+
+/** Checks the flow options of one trigger before anything is built from them. */
+function checkTriggerFlow(opts: TriggerFlowOptions): void {
+  if (opts.idempotencyKey !== undefined) {
+    if (typeof opts.idempotencyKey !== 'string') throw badOption('idempotencyKey', 'must be a string of 1 to 256 bytes');
+    checkKey('idempotencyKey', opts.idempotencyKey);
+  }
+  if (opts.concurrencyKey !== undefined) {
+    if (typeof opts.concurrencyKey !== 'string') throw badOption('concurrencyKey', 'must be a string of 1 to 256 bytes');
+    checkKey('concurrencyKey', opts.concurrencyKey);
+  }
+  if (opts.priority !== undefined && !Number.isInteger(opts.priority)) throw badOption('priority', 'must be an integer');
 }
 
 function lookupPath(root: unknown, path: string): unknown {
@@ -231,6 +249,7 @@ export function flowMembers(flow: TaskFlow | undefined, payload: unknown, own: u
   const add = (name: string, v: unknown) => {
     if (v !== undefined) out += `,${JSON.stringify(name)}:${JSON.stringify(v)}`;
   };
+  if (opts) checkTriggerFlow(opts);
   if (flow) {
     add('concurrencyKey', opts?.concurrencyKey ?? evalKey('concurrency.key', flow.concurrencyKey, payload));
     add('throttleKey', evalKey('throttle.key', flow.throttleKey, payload));
@@ -258,21 +277,9 @@ export function flowMembers(flow: TaskFlow | undefined, payload: unknown, own: u
     add('concurrencyKey', opts.concurrencyKey);
   }
   if (opts) {
-    if (opts.idempotencyKey !== undefined) {
-      if (typeof opts.idempotencyKey !== 'string' || opts.idempotencyKey.length === 0) {
-        throw badOption('idempotencyKey', 'must be a string of 1 to 256 bytes');
-      }
-      add('idempotencyKey', checkKey('idempotencyKey', opts.idempotencyKey));
-    }
-    if (opts.idempotencyKeyTTL !== undefined) add('idempotencyTtlMs', toMs('idempotencyKeyTTL', opts.idempotencyKeyTTL));
-    if (opts.priority !== undefined) {
-      if (!Number.isInteger(opts.priority)) throw badOption('priority', 'must be an integer');
-      add('priority', Math.max(-1_000_000, Math.min(1_000_000, opts.priority)));
-    }
-    if (opts.concurrencyKey !== undefined) {
-      if (typeof opts.concurrencyKey !== 'string') throw badOption('concurrencyKey', 'must be a string');
-      checkKey('concurrencyKey', opts.concurrencyKey);
-    }
+    if (opts.idempotencyKey !== undefined) add('idempotencyKey', opts.idempotencyKey);
+    if (opts.idempotencyKeyTTL !== undefined) add('idempotencyTtlMs', period('idempotencyKeyTTL', opts.idempotencyKeyTTL, toMs));
+    if (opts.priority !== undefined) add('priority', Math.max(-1_000_000, Math.min(1_000_000, opts.priority)));
     if (opts.ttl !== undefined) add('ttlMs', period('ttl', opts.ttl, toMs));
   }
   return out;

@@ -12,7 +12,7 @@
  * ```
  */
 import { Engine, checkExpression, policyJson, resolveConfig, toMs, validateTaskId, type TaskDef } from './engine';
-import { knownKeys, retentionMs } from './options';
+import { checkName, knownKeys, retentionMs, wellFormed } from './options';
 import { parseFlow } from './flow';
 import { DurablyError, badOption } from './errors';
 import type { ConfigureOptions, EventInput, ListRunsOptions, Run, RunHandle, RunList, Schedule, ScheduleInput, ShutdownOptions, Stats, Task, TaskOptions, Token, TriggerOptions } from './types';
@@ -48,7 +48,8 @@ export function defineTask<P, O>(getEngine: () => Engine, opts: TaskOptions<P, O
     const sc = typeof opts.schedule === 'string' ? { cron: opts.schedule } : opts.schedule;
     if (sc === null || typeof sc !== 'object' || typeof sc.cron !== 'string') throw badOption('schedule', "must be a cron pattern like '0 9 * * MON' or { cron, tz }");
     knownKeys('schedule', sc, ['cron', 'tz']);
-    if (sc.tz !== undefined && typeof sc.tz !== 'string') throw badOption('schedule.tz', "must be an IANA time zone like 'Europe/Paris'");
+    if (!wellFormed(sc.cron)) throw new DurablyError('E_BAD_CRON', "option `schedule`: not a cron pattern (it holds a lone surrogate); write 5 fields like '0 9 * * MON'", { option: 'schedule' });
+    if (sc.tz !== undefined) checkName('schedule.tz', "an IANA time zone (like 'Europe/Paris')", sc.tz);
     schedule = { cron: sc.cron, tz: sc.tz ?? 'UTC' };
   }
   const retention = opts.retention === undefined ? undefined : retentionMs('retention', opts.retention);
@@ -80,7 +81,8 @@ export function defineTask<P, O>(getEngine: () => Engine, opts: TaskOptions<P, O
       if (items.length > 10_000) throw badOption('items', 'at most 10000 runs per batchTrigger call');
       const e = getEngine();
       const json = items.map((it, i) => {
-        if (it === null || typeof it !== 'object') throw badOption(`items[${i}]`, 'must be { payload, options? }');
+        if (it === null || typeof it !== 'object' || Array.isArray(it)) throw badOption(`items[${i}]`, 'must be { payload, options? }');
+        knownKeys(`items[${i}]`, it, ['payload', 'options']);
         return e.triggerItem(id, it.payload, it.options);
       });
       const ids = await e.submitGroup(json);

@@ -5,11 +5,10 @@
  * *suspends*: it reports one ending op and is dropped.
  */
 import { randomUUID } from 'node:crypto';
-import { DurablyError, NonRetriableError, RetryAfterError, badOption, deserializeError, native, serializeError, type StoredError } from './errors';
+import { DurablyError, NonRetriableError, RetryAfterError, badOption, deserializeError, serializeError, type StoredError } from './errors';
 import { flowMembers } from './flow';
-import { toJson } from './json';
-import { addon } from './native';
-import { checkName, knownKeys, toMs, toTime, utf8Length, type EngineConfig, type TaskDef } from './options';
+import { checkDepth, toJson } from './json';
+import { checkExpression, checkName, knownKeys, toMs, toTime, utf8Length, wellFormed, type EngineConfig, type TaskDef } from './options';
 import type { DurablyEvent, Duration, EventInput, Logger, StepApi, Task, TaskContext, Token, WaitForEventOptions } from './types';
 
 export interface ClaimedStep {
@@ -334,8 +333,8 @@ export class Invocation {
 
   /** The storage key of a step id: `id`, then `id:1`, `id:2` … when code reuses it. */
   private key(id: string, what: string): string {
-    if (typeof id !== 'string' || id.length === 0 || utf8Length(id) > 256 || id.includes('\0')) {
-      throw badOption('step id', `step.${what}(id, …) needs an id: a non-empty string of at most 256 bytes (UTF-8), without NUL`);
+    if (typeof id !== 'string' || id.length === 0 || utf8Length(id) > 256 || id.includes('\0') || !wellFormed(id)) {
+      throw badOption('step id', `step.${what}(id, …) needs an id: a non-empty string of at most 256 bytes (UTF-8) of valid Unicode, without NUL`);
     }
     // Creating a step after a result came in means the code moved on: waits reached before
     // that result and still pending lost a race. They are not parked on (unless nothing else is).
@@ -470,9 +469,9 @@ export class Invocation {
     names.forEach((n) => checkName('event', 'an event name', n));
     if (opts.if !== undefined) {
       if (typeof opts.if !== 'string') throw badOption('if', 'must be an expression string');
-      native(() => addon.checkExpression('if', opts.if as string));
+      checkExpression('if', opts.if);
     }
-    if (opts.match !== undefined && (typeof opts.match !== 'string' || opts.match.length === 0)) throw badOption('match', "must be a path like 'data.userId'");
+    if (opts.match !== undefined && (typeof opts.match !== 'string' || opts.match.length === 0 || !wellFormed(opts.match))) throw badOption('match', "must be a path like 'data.userId'");
     if (opts.since !== undefined && opts.since !== 'run-start' && opts.since !== 'now') throw badOption('since', "must be 'run-start' or 'now'");
     const timeoutMs = opts.timeout === undefined ? undefined : toMs('timeout', opts.timeout);
     return this.wait(key, (m) => {
@@ -499,6 +498,9 @@ export class Invocation {
       e !== null && typeof e === 'object' && e.id === undefined ? { ...e, id: `evt_${randomUUID().replace(/-/g, '')}` } : e,
     );
     const json = this.engine.eventsJson(list);
+    // The core checks the data's depth only when the run reports the step (failing the run):
+    // checked here, the call rejects. The list and each event add 2 levels.
+    checkDepth('the data of an event', json, 2);
     const ids = list.map((e) => e.id as string);
     return this.tracked(async () => {
       await this.report(`{"op":"sendEvent","run":${JSON.stringify(this.c.id)},"key":${JSON.stringify(key)},"events":${json}}`);
@@ -508,9 +510,16 @@ export class Invocation {
 
   invoke(id: string, task: Task<unknown, unknown> | string, payload: unknown): Promise<unknown> {
     const key = this.key(id, 'invoke');
-    const taskId = typeof task === 'string' ? task : task?.id;
+    const taskId = typeof task === 'string' ? task : task !== null && typeof task === 'object' ? task.id : undefined;
     if (typeof taskId !== 'string') throw badOption('task', 'step.invoke(id, task, payload) needs a task (or a task id)');
+    checkName('task', 'a task id', taskId);
+    // A child of a task this process does not define would fail the step later: refused
+    // at the call, as trigger() does (a child created by an earlier attempt is in the memo).
+    if (!this.engine.tasks.has(taskId) && !this.memo.has(key)) {
+      throw new DurablyError('E_UNKNOWN_TASK', `step.invoke("${id}") names the task "${taskId}", which no task() in this process defines; import its module, or pass the task object`);
+    }
     const json = toJson(payload, `the payload of step.invoke("${id}")`, this.engine.config.maxPayloadBytes);
+    checkDepth(`the payload of step.invoke("${id}")`, json);
     // The child goes through its task's flow control: its keys (functions of the payload)
     // are computed here, as for a trigger.
     const flow = this.engine.tasks.get(taskId)?.flow;
@@ -537,9 +546,12 @@ export class Invocation {
     if (token === null || typeof token !== 'object' || typeof token.id !== 'string') {
       throw badOption('token', 'step.waitForToken(id, token) takes the token that step.createToken returned');
     }
+    checkName('token', 'a token id', token.id);
+    // Spliced into the run's report as a number: anything else would break the whole batch.
+    const expiresAt = token.expiresAt === undefined || token.expiresAt === null ? undefined : toTime('token.expiresAt', token.expiresAt);
     return this.wait(key, (m) => {
       let text = `{"kind":"token","key":${JSON.stringify(key)},"token":${JSON.stringify(token.id)}`;
-      const wakeAt = m?.wakeAt ?? token.expiresAt ?? undefined;
+      const wakeAt = m?.wakeAt ?? expiresAt;
       if (wakeAt !== undefined && wakeAt !== null) text += `,"wakeAt":${wakeAt}`;
       return text + '}';
     });

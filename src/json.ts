@@ -46,3 +46,35 @@ export function toJson(value: unknown, what: string, limit: number): string {
   }
   return text;
 }
+
+/** Deepest nesting of a payload or event data the core reads (its `limits::MAX_DEPTH`). */
+export const MAX_DEPTH = 100;
+
+/** How deeply the JSON `text` nests (0 for a scalar), counting brackets outside strings. */
+export function depth(text: string): number {
+  let d = 0;
+  let max = 0;
+  let inStr = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inStr) {
+      if (c === 92) i++; // a backslash: skip the escaped character
+      else if (c === 34) inStr = false;
+    } else if (c === 34) inStr = true;
+    else if (c === 91 || c === 123) max = Math.max(max, ++d);
+    else if (c === 93 || c === 125) d--;
+  }
+  return max;
+}
+
+/**
+ * Refuses JSON nested deeper than the core reads (`E_PAYLOAD_TOO_DEEP`), for values the core
+ * would only check later, as part of a run's report (step.invoke, step.sendEvent): there the
+ * run would fail instead of the call. `envelope` levels of `text` are not the value's own.
+ */
+export function checkDepth(what: string, text: string, envelope = 0): void {
+  const d = depth(text) - envelope;
+  if (d > MAX_DEPTH) {
+    throw new DurablyError('E_PAYLOAD_TOO_DEEP', `${what} is nested ${d} levels deep, over the limit of ${MAX_DEPTH}; flatten it, or pass the deep part as a JSON string`);
+  }
+}

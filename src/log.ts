@@ -15,7 +15,7 @@ let level: LogLevel = 'warn';
 let sink: LogSink | undefined;
 
 export function checkLevel(v: unknown, option = 'logLevel'): LogLevel {
-  if (typeof v !== 'string' || !(v in RANK)) throw badOption(option, `must be one of 'silent', 'error', 'warn', 'info', 'debug', got ${JSON.stringify(v)}`);
+  if (typeof v !== 'string' || !Object.prototype.hasOwnProperty.call(RANK, v)) throw badOption(option, `must be one of 'silent', 'error', 'warn', 'info', 'debug', got ${typeof v === 'string' ? JSON.stringify(v) : typeof v}`);
   return v as LogLevel;
 }
 

@@ -23,7 +23,8 @@
  * cross-site `fetch` of it needs a CORS preflight this API never grants.
  */
 import { timingSafeEqual, createHash } from 'node:crypto';
-import type { ErrorCode } from './errors';
+// errors.ts imports nothing: loading it here loads neither the engine nor the addon.
+import { badOption, type ErrorCode } from './errors';
 import type { EventInput, ListRunsOptions, RunStatus, TriggerOptions } from './types';
 
 type Api = typeof import('./index');
@@ -45,9 +46,16 @@ export interface NextConfigLike {
 /** A Next.js config function: `(phase, { defaultConfig }) => config`. */
 export type NextConfigFunction<C> = (phase: string, context: { defaultConfig: any }) => C | Promise<C>;
 
-function addExternal<C extends NextConfigLike>(config: C | undefined | null): C {
+function addExternal<C extends NextConfigLike>(config: C | undefined): C {
+  if (config !== undefined && (config === null || typeof config !== 'object' || Array.isArray(config))) {
+    throw badOption('nextConfig', `withDurably() takes a Next.js config object (or a config function), got ${config === null ? 'null' : Array.isArray(config) ? 'an array' : typeof config}`);
+  }
   const c = (config ?? {}) as C;
-  const list = Array.isArray(c.serverExternalPackages) ? c.serverExternalPackages : [];
+  const given = c.serverExternalPackages;
+  if (given !== undefined && (!Array.isArray(given) || !given.every((p) => typeof p === 'string'))) {
+    throw badOption('serverExternalPackages', 'must be a list of package names, like [\'sharp\']');
+  }
+  const list = given ?? [];
   if (list.includes('durably')) return c;
   return { ...c, serverExternalPackages: [...list, 'durably'] };
 }
@@ -77,6 +85,27 @@ export function withDurably<C extends NextConfigLike>(config?: C | Promise<C> | 
     return (config as Promise<C>).then((c) => addExternal(c));
   }
   return addExternal(config as C | undefined);
+}
+
+/** Query parameters each GET endpoint takes (others are refused, not ignored). */
+const QUERY: Record<string, readonly string[]> = { runs: ['taskId', 'status', 'tag', 'since', 'limit', 'cursor'] };
+
+function checkQuery(url: URL, endpoint: string): void {
+  const known = QUERY[endpoint] ?? [];
+  for (const k of url.searchParams.keys()) {
+    if (!known.includes(k)) {
+      throw new HttpError(400, 'E_BAD_OPTION', `option \`${k.slice(0, 100)}\`: unknown query parameter of GET ${endpoint}${known.length ? ` (known: ${known.join(', ')})` : ' (it takes none)'}`);
+    }
+  }
+}
+
+/** Refuses body keys an endpoint does not take (a typo must not be ignored). */
+function bodyKeys(b: Record<string, unknown>, what: string, known: readonly string[]): void {
+  for (const k of Object.keys(b)) {
+    if (!known.includes(k)) {
+      throw new HttpError(400, 'E_BAD_OPTION', `option \`${k.slice(0, 100)}\`: unknown key of the ${what} body${known.length ? ` (known: ${known.join(', ')})` : ' (it takes none: send {} or nothing)'}`);
+    }
+  }
 }
 
 // ---- the JSON API -------------------------------------------------------------------
@@ -305,7 +334,12 @@ const ENDPOINTS = [
 
 async function get(request: Request, path: string[]): Promise<Response> {
   const d = durably();
-  if (path.length === 0) return json(200, { name: 'durably', endpoints: ENDPOINTS });
+  const url = new URL(request.url);
+  if (path.length === 0) {
+    checkQuery(url, '/');
+    return json(200, { name: 'durably', endpoints: ENDPOINTS });
+  }
+  if ((path[0] === 'runs' && path.length <= 2) || (path[0] === 'stats' && path.length === 1)) checkQuery(url, path.length === 1 ? path[0] : 'runs/:id');
   if (path[0] === 'runs' && path.length === 1) {
     return json(200, await d.runs.list(listOptions(new URL(request.url))));
   }
@@ -337,6 +371,7 @@ async function post(request: Request, path: string[], maxBodyBytes: number): Pro
   const d = durably();
   if (path[0] === 'trigger') {
     const b = object(body, 'POST trigger');
+    bodyKeys(b, 'POST trigger', ['taskId', 'payload', 'options']);
     if (typeof b.taskId !== 'string' || b.taskId.length === 0) {
       throw new HttpError(400, 'E_BAD_OPTION', 'option `taskId`: POST trigger takes { taskId: "task-id", payload, options? }');
     }
@@ -345,18 +380,16 @@ async function post(request: Request, path: string[], maxBodyBytes: number): Pro
   }
   if (path[0] === 'send') {
     if (Array.isArray(body)) return json(202, await d.send(body as EventInput[]));
-    const b = object(body, 'POST send');
-    const ev: EventInput = { name: b.name as string };
-    if (b.data !== undefined) ev.data = b.data;
-    if (b.id !== undefined) ev.id = b.id as string;
-    if (b.ts !== undefined) ev.ts = b.ts as number;
-    return json(202, await d.send(ev));
+    // send() checks the event, its unknown keys included.
+    return json(202, await d.send(object(body, 'POST send') as unknown as EventInput));
   }
   if (path[0] === 'tokens') {
     const b = object(body, 'POST tokens/:id/complete');
+    bodyKeys(b, 'POST tokens/:id/complete', ['data']);
     return json(200, await d.tokens.complete(path[1], b.data ?? null));
   }
-  // runs/:id/cancel, runs/:id/replay, runs/:id/retry
+  // runs/:id/cancel, runs/:id/replay, runs/:id/retry: no body, or {}.
+  bodyKeys(object(body, `POST runs/:id/${path[2]}`), `POST runs/:id/${path[2]}`, []);
   const id = path[1];
   if (path[2] === 'cancel') return json(200, { cancelled: await d.runs.cancel(id) });
   if (path[2] === 'retry') {
@@ -385,13 +418,15 @@ async function post(request: Request, path: string[], maxBodyBytes: number): Pro
  * `E_BAD_OPTION`, `E_PAYLOAD_*`, `E_BAD_REQUEST`), 403 `E_FORBIDDEN`, 404, 405, 415.
  */
 export function durablyRoutes(options: DurablyRoutesOptions = {}): DurablyRoutes {
-  if (options === null || typeof options !== 'object') throw new TypeError('durablyRoutes() takes an options object: durablyRoutes({ auth })');
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) throw badOption('durablyRoutes', 'durablyRoutes() takes an options object: durablyRoutes({ auth })');
   for (const k of Object.keys(options)) {
-    if (!['auth', 'basePath', 'maxBodyBytes'].includes(k)) throw new TypeError(`durablyRoutes(): unknown option \`${k}\` (known: auth, basePath, maxBodyBytes)`);
+    if (!['auth', 'basePath', 'maxBodyBytes'].includes(k)) throw badOption(`durablyRoutes.${k}`, 'unknown option of durablyRoutes() (known: auth, basePath, maxBodyBytes)');
   }
-  if (options.auth !== undefined && typeof options.auth !== 'function') throw new TypeError('durablyRoutes({ auth }): auth must be a function (request) => boolean | Response');
-  const basePath = options.basePath ?? '/durably';
-  const maxBodyBytes = options.maxBodyBytes ?? 8 * 1024 * 1024;
+  if (options.auth !== undefined && typeof options.auth !== 'function') throw badOption('auth', 'durablyRoutes({ auth }): auth must be a function (request) => boolean | Response');
+  const basePath = options.basePath === undefined ? '/durably' : options.basePath;
+  if (typeof basePath !== 'string' || !basePath.startsWith('/') || basePath.includes('\0')) throw badOption('basePath', "must be the path the route is mounted at, like '/durably'");
+  const maxBodyBytes = options.maxBodyBytes === undefined ? 8 * 1024 * 1024 : options.maxBodyBytes;
+  if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes < 1) throw badOption('maxBodyBytes', `must be a positive integer (bytes), got ${String(maxBodyBytes)}`);
   const handle = async (method: 'GET' | 'POST', request: Request, context?: RouteContext): Promise<Response> => {
     try {
       const denied = await authorize(request, options.auth);

@@ -45,7 +45,9 @@ export function retentionMs(option: string, v: unknown): number {
  * that is a card charged twice). `option` names the object in the message.
  */
 export function knownKeys(option: string, obj: unknown, known: readonly string[]): void {
-  if (obj === undefined || obj === null || typeof obj !== 'object' || Array.isArray(obj)) return;
+  if (obj === undefined) return;
+  // Options of the wrong type (null, a string, an array …) are refused, not taken as none.
+  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) throw badOption(option, `takes an options object ({ ${known.join(', ')} }), got ${describe(obj)}`);
   for (const k of Object.keys(obj)) {
     if (!known.includes(k)) {
       const near = known.find((x) => x.toLowerCase().startsWith(k.toLowerCase().slice(0, 4)));
@@ -55,6 +57,18 @@ export function knownKeys(option: string, obj: unknown, known: readonly string[]
   }
 }
 
+/** What a value is, for messages (never throws: a BigInt or a symbol cannot be JSON-stringified). */
+export function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return typeof v;
+}
+
+/** False for a string with a lone surrogate: it has no UTF-8 form (the core would not read it). */
+export function wellFormed(s: string): boolean {
+  return !/\p{Surrogate}/u.test(s);
+}
+
 /** Bytes of UTF-8: the core counts ids, names and keys in bytes. */
 export function utf8Length(s: string): number {
   return Buffer.byteLength(s, 'utf8');
@@ -62,8 +76,9 @@ export function utf8Length(s: string): number {
 
 /** A name or id the core stores as a key: 1 to 256 bytes of UTF-8, no NUL. */
 export function checkName(option: string, what: string, value: unknown, max = 256): string {
-  if (typeof value !== 'string' || value.length === 0 || utf8Length(value) > max || value.includes('\0')) {
-    throw badOption(option, `${what} is a string of 1 to ${max} bytes (UTF-8) without NUL, got ${typeof value === 'string' ? `${utf8Length(value)} bytes${value.includes('\0') ? ' with a NUL' : ''}` : typeof value}`);
+  if (typeof value !== 'string' || value.length === 0 || utf8Length(value) > max || value.includes('\0') || !wellFormed(value)) {
+    const got = typeof value !== 'string' ? describe(value) : !wellFormed(value) ? 'a string with a lone surrogate (not valid Unicode)' : `${utf8Length(value)} bytes${value.includes('\0') ? ' with a NUL' : ''}`;
+    throw badOption(option, `${what} is a string of 1 to ${max} bytes (UTF-8) without NUL, got ${got}`);
   }
   return value;
 }
@@ -113,7 +128,7 @@ const TASK_ID = /^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$/;
 
 export function validateTaskId(id: unknown): string {
   if (typeof id !== 'string' || !TASK_ID.test(id)) {
-    throw badOption('id', `task id ${JSON.stringify(id)} must be 1–128 characters of letters, digits and . _ : / - (starting with a letter or digit)`);
+    throw badOption('id', `task id ${typeof id === 'string' ? JSON.stringify(id) : describe(id)} must be 1–128 characters of letters, digits and . _ : / - (starting with a letter or digit)`);
   }
   return id;
 }
@@ -141,50 +156,58 @@ function onSpecs(on: OnOption): Array<{ event: string; if?: string }> {
     }
     knownKeys(opt, o, ['event', 'if']);
     checkName(`${opt}.event`, 'an event name', o.event);
-    if (o.if !== undefined && typeof o.if !== 'string') throw badOption(`${opt}.if`, 'must be an expression string');
+    if (o.if !== undefined && (typeof o.if !== 'string' || !wellFormed(o.if))) throw badOption(`${opt}.if`, 'must be an expression string');
     return o.if === undefined ? { event: o.event } : { event: o.event, if: o.if };
   });
 }
 
 export function checkExpression(option: string, src: string): void {
+  if (typeof src !== 'string' || !wellFormed(src)) throw badOption(option, 'must be an expression string (of valid Unicode: no lone surrogate)');
   native(() => addon.checkExpression(option, src));
 }
 
 export function retryPolicyJson(retry: RetryOptions | undefined): string {
-  const r = retry ?? {};
-  if (r === null || typeof r !== 'object') throw badOption('retry', 'must be an object like { maxAttempts: 3 }');
+  const r = retry === undefined ? {} : retry;
+  if (r === null || typeof r !== 'object' || Array.isArray(r)) throw badOption('retry', 'must be an object like { maxAttempts: 3 }');
   knownKeys('retry', r, ['maxAttempts', 'factor', 'minTimeout', 'maxTimeout', 'randomize']);
-  const maxAttempts = r.maxAttempts ?? 4;
+  // `undefined` means the default; anything else (null included) must be valid.
+  const maxAttempts = r.maxAttempts === undefined ? 4 : r.maxAttempts;
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 1000) {
     throw badOption('retry.maxAttempts', `must be an integer from 1 to 1000, got ${String(maxAttempts)}`);
   }
-  const factor = r.factor ?? 2;
+  const factor = r.factor === undefined ? 2 : r.factor;
   if (typeof factor !== 'number' || !Number.isFinite(factor) || factor < 1) {
     throw badOption('retry.factor', `must be a number >= 1, got ${String(factor)}`);
   }
-  const minTimeoutMs = toMs('retry.minTimeout', r.minTimeout ?? 1000);
-  const maxTimeoutMs = toMs('retry.maxTimeout', r.maxTimeout ?? 3_600_000);
+  const minTimeoutMs = toMs('retry.minTimeout', r.minTimeout === undefined ? 1000 : r.minTimeout);
+  const maxTimeoutMs = toMs('retry.maxTimeout', r.maxTimeout === undefined ? 3_600_000 : r.maxTimeout);
   if (minTimeoutMs > maxTimeoutMs) throw badOption('retry.minTimeout', 'must not exceed retry.maxTimeout');
-  const randomize = r.randomize ?? true;
+  const randomize = r.randomize === undefined ? true : r.randomize;
   if (typeof randomize !== 'boolean') throw badOption('retry.randomize', 'must be true or false');
   return JSON.stringify({ retry: { maxAttempts, factor, minTimeoutMs, maxTimeoutMs, randomize } });
 }
 
 export function resolveConfig(opts: ConfigureOptions, env: NodeJS.ProcessEnv = process.env): EngineConfig {
-  if (opts === null || typeof opts !== 'object') throw badOption('configure', 'pass an object like { dataDir: "./.durably" }');
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) throw badOption('configure', 'pass an object like { dataDir: "./.durably" }');
   const known = ['dataDir', 'concurrency', 'durability', 'flushInterval', 'maxPayloadBytes', 'cacheBytes', 'lockTimeout', 'crashLimit', 'logLevel', 'logger', 'retention'];
   for (const k of Object.keys(opts)) {
     if (!known.includes(k)) throw badOption(k, `unknown option; known options are ${known.join(', ')}`);
+    // `undefined` means the default; null is a wrong value, not "none" (for a duration, toMs says so).
+    if ((opts as Record<string, unknown>)[k] === null && k !== 'flushInterval' && k !== 'lockTimeout') throw badOption(k, 'must not be null; leave it out for the default');
+  }
+  if (opts.dataDir !== undefined && (typeof opts.dataDir !== 'string' || opts.dataDir.length === 0 || opts.dataDir.includes('\0') || !wellFormed(opts.dataDir))) {
+    throw badOption('dataDir', 'must be a folder path: a non-empty string without NUL');
   }
   const dataDir = env.DURABLY_DATA_DIR || opts.dataDir || './.durably';
-  if (typeof dataDir !== 'string') throw badOption('dataDir', 'must be a folder path');
   const concurrency = env.DURABLY_CONCURRENCY ? Number(env.DURABLY_CONCURRENCY) : (opts.concurrency ?? 100);
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 100_000) {
     throw badOption('concurrency', `must be an integer from 1 to 100000, got ${String(concurrency)}`);
   }
-  const durability = (env.DURABLY_DURABILITY as 'sync' | 'batched' | undefined) || opts.durability || 'sync';
-  if (durability !== 'sync' && durability !== 'batched') throw badOption('durability', `must be 'sync' or 'batched', got ${JSON.stringify(durability)}`);
-  const flushIntervalMs = toMs('flushInterval', opts.flushInterval ?? 100);
+  const durability = (env.DURABLY_DURABILITY as 'sync' | 'batched' | undefined) || (opts.durability === undefined ? 'sync' : opts.durability);
+  if (durability !== 'sync' && durability !== 'batched') throw badOption('durability', `must be 'sync' or 'batched', got ${typeof durability === 'string' ? JSON.stringify(durability) : typeof durability}`);
+  const flushIntervalMs = toMs('flushInterval', opts.flushInterval === undefined ? 100 : opts.flushInterval);
+  // The core takes it as a u32 of milliseconds: a longer one would silently wrap around.
+  if (flushIntervalMs > 0xffff_ffff) throw new DurablyError('E_BAD_DURATION', 'option `flushInterval`: at most 49 days (4294967295 ms); the default is 100 ms', { option: 'flushInterval' });
   const maxPayloadBytes = opts.maxPayloadBytes ?? 4 * 1024 * 1024;
   if (!Number.isInteger(maxPayloadBytes) || maxPayloadBytes < 1024 || maxPayloadBytes > 512 * 1024 * 1024) {
     throw badOption('maxPayloadBytes', 'must be an integer from 1024 to 536870912');
@@ -192,8 +215,8 @@ export function resolveConfig(opts: ConfigureOptions, env: NodeJS.ProcessEnv = p
   if (opts.cacheBytes !== undefined && (!Number.isSafeInteger(opts.cacheBytes) || opts.cacheBytes < 2 ** 20 || opts.cacheBytes > 2 ** 40)) {
     throw badOption('cacheBytes', `must be an integer from 1048576 (1 MiB) to 1099511627776 (1 TiB), got ${String(opts.cacheBytes)}`);
   }
-  const lockTimeoutMs = toMs('lockTimeout', opts.lockTimeout ?? '10s');
-  const logLevel = checkLevel(env.DURABLY_LOG || opts.logLevel || 'warn', env.DURABLY_LOG ? 'DURABLY_LOG' : 'logLevel');
+  const lockTimeoutMs = toMs('lockTimeout', opts.lockTimeout === undefined ? '10s' : opts.lockTimeout);
+  const logLevel = checkLevel(env.DURABLY_LOG || (opts.logLevel === undefined ? 'warn' : opts.logLevel), env.DURABLY_LOG ? 'DURABLY_LOG' : 'logLevel');
   const logger = checkSink(opts.logger);
   const retention = retentionMs(env.DURABLY_RETENTION ? 'DURABLY_RETENTION' : 'retention', env.DURABLY_RETENTION || (opts.retention ?? '7d'));
   const crashLimit = opts.crashLimit ?? 3;
