@@ -14,15 +14,16 @@ export declare class NativeEngine {
   static open(opts: OpenOptions): NativeEngine
   registerTask(id: string, policyJson: string): void
   /**
-   * `groupsJson`: `[[{task, payload, delayMs?, runAt?, tags?}, …], …]`. Resolves with one
-   * entry per group: `{ ids }` or `{ error: "E_CODE: message" }`.
-   */
-  trigger(groupsJson: string): Promise<string>
-  /**
-   * `groupsJson`: `[[{ id?, name, data?, ts? }, …], …]`, one group per `send()` call.
+   * `groups`: one JSON text per group, `[{task, payload, delayMs?, runAt?, tags?}, …]`.
    * Resolves with one entry per group: `{ ids }` or `{ error: "E_CODE: message" }`.
    */
-  send(groupsJson: string): Promise<string>
+  trigger(groups: Array<string>): Promise<string>
+  /**
+   * `groups`: one JSON text per `send()` call, `[{ id?, name, data?, ts? }, …]`. Resolves
+   * with one entry per group: `{ ids }` or `{ error: "E_CODE: message" }`; a group that
+   * cannot be read fails alone.
+   */
+  send(groups: Array<string>): Promise<string>
   /** Completes a token with `dataJson`; resolves with whether a waiting run resumed. */
   completeToken(token: string, dataJson: string): Promise<boolean>
   /**
@@ -48,8 +49,8 @@ export declare class NativeEngine {
   flush(): Promise<void>
   /** Re-opens a failed run from its failed step. */
   retry(id: string): Promise<void>
-  /** Applies a JSON array of ops; resolves once they are durable. */
-  report(opsJson: string): Promise<void>
+  /** Applies ops, one JSON text each; resolves once they are durable. */
+  report(ops: Array<string>): Promise<void>
   waitResult(id: string, timeoutMs?: number | undefined | null): Promise<string>
   getRun(id: string): string | null
   listRuns(filterJson: string): string

@@ -361,8 +361,9 @@ export class Engine implements Executor {
   }
 
   /** One native call (trigger, send) for the calls of a tick, once the store is open. */
-  private settle(groups: PendingGroup[], call: (nat: NativeEngine, json: string) => Promise<string>): void {
-    const json = `[${groups.map((g) => g.json).join(',')}]`;
+  private settle(groups: PendingGroup[], call: (nat: NativeEngine, json: string[]) => Promise<string>): void {
+    // One text per group: a group the core cannot read fails alone.
+    const json = groups.map((g) => g.json);
     if (this.nat) {
       settleGroups(groups, call(this.nat, json));
       return;
@@ -666,7 +667,7 @@ export class Engine implements Executor {
       for (const w of waiters) w.reject(e);
       return;
     }
-    nat.report(`[${ops.join(',')}]`).then(
+    nat.report(ops).then(
       () => {
         for (const w of waiters) w.resolve();
       },

@@ -412,23 +412,27 @@ impl Op {
     pub fn parse_batch(text: &str) -> Result<Vec<Op>> {
         let raw: Vec<Box<RawValue>> = serde_json::from_str(text)
             .map_err(|e| Error::Internal(format!("malformed report from the JS layer: {e}")))?;
-        let mut ops = Vec::with_capacity(raw.len());
-        for r in raw {
-            let parsed = serde_json::from_str::<WireOp>(r.get())
+        Ok(Op::parse_each(raw.iter().map(|r| r.get())))
+    }
+
+    /// Parses ops given one text each (how the binding receives them: one op that cannot be
+    /// read never sinks the others). An op that cannot be read fails its run (non-retriable,
+    /// `E_INTERNAL`) instead of vanishing and leaving the run `running`; its run id is found
+    /// even when the rest of the text is not JSON serde reads (a lone surrogate …).
+    pub fn parse_each<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<Op> {
+        let mut ops = Vec::new();
+        for text in texts {
+            let parsed = serde_json::from_str::<WireOp>(text)
                 .map_err(|e| Error::Internal(format!("malformed report op: {e}")))
                 .and_then(Op::from_wire);
             match parsed {
                 Ok(op) => ops.push(op),
                 Err(e) => {
-                    let run = serde_json::from_str::<serde_json::Value>(r.get())
-                        .ok()
-                        .and_then(|v| v.get("run").and_then(|x| x.as_str()).map(str::to_string));
                     tracing::error!("durably: {e}");
-                    if let Some(run) = run {
-                        let error = serde_json::json!({ "name": "DurablyError", "code": "E_INTERNAL", "message": e.to_string() });
+                    if let Some(run) = run_of(text) {
                         ops.push(Op::Fail {
                             run,
-                            error: to_raw(&error)?,
+                            error: error_json(&e),
                             non_retriable: true,
                             retry_at: None,
                         });
@@ -436,7 +440,7 @@ impl Op {
                 }
             }
         }
-        Ok(ops)
+        ops
     }
 
     fn from_wire(w: WireOp) -> Result<Op> {
@@ -2998,6 +3002,16 @@ pub fn validate_policy(p: &TaskPolicy) -> Result<Vec<(String, Option<expr::Expr>
 /// `n` copies of a failure, one per caller.
 fn results_err<T>(n: usize, e: &Error) -> Vec<Result<T>> {
     (0..n).map(|_| Err(e.clone())).collect()
+}
+
+/// The run id of an op's text (`"run":"run_…"`), read without a JSON parser.
+fn run_of(text: &str) -> Option<String> {
+    let at = text.find("\"run\":\"")? + 7;
+    let id: String = text[at..]
+        .chars()
+        .take_while(|c| *c != '"' && *c != '\\')
+        .collect();
+    (!id.is_empty() && id.len() <= 64).then_some(id)
 }
 
 /// A step key as the executor reports it: its id, or `id:n` for a repeat.

@@ -18,9 +18,11 @@ fn js_err(e: durably_core::Error) -> napi::Error {
     napi::Error::from_reason(format!("{}: {}", e.code(), e))
 }
 
+/// Text from the JS layer that cannot be read: what users gave (a policy, a schedule) is
+/// refused as a bad option, naming what it is.
 fn bad_json(what: &str, e: serde_json::Error) -> napi::Error {
     napi::Error::from_reason(format!(
-        "E_INTERNAL: malformed {what} from the JS layer: {e}"
+        "E_BAD_OPTION: option `{what}`: cannot be read: {e}"
     ))
 }
 
@@ -185,20 +187,18 @@ impl NativeEngine {
         self.engine.register_task(&id, policy).map_err(js_err)
     }
 
-    /// `groupsJson`: `[[{task, payload, delayMs?, runAt?, tags?}, …], …]`. Resolves with one
-    /// entry per group: `{ ids }` or `{ error: "E_CODE: message" }`.
+    /// `groups`: one JSON text per group, `[{task, payload, delayMs?, runAt?, tags?}, …]`.
+    /// Resolves with one entry per group: `{ ids }` or `{ error: "E_CODE: message" }`.
     #[napi]
-    pub async fn trigger(&self, groups_json: String) -> Result<String> {
+    pub async fn trigger(&self, groups: Vec<String>) -> Result<String> {
         // Each group is parsed on its own, so that one malformed group fails alone.
-        let raw: Vec<Box<serde_json::value::RawValue>> =
-            serde_json::from_str(&groups_json).map_err(|e| bad_json("trigger request", e))?;
-        let mut slots: Vec<std::result::Result<usize, String>> = Vec::with_capacity(raw.len());
-        let mut groups: Vec<Vec<TriggerItem>> = Vec::new();
-        for g in raw {
-            match serde_json::from_str::<Vec<TriggerItem>>(g.get()) {
+        let mut slots: Vec<std::result::Result<usize, String>> = Vec::with_capacity(groups.len());
+        let mut parsed: Vec<Vec<TriggerItem>> = Vec::new();
+        for g in &groups {
+            match serde_json::from_str::<Vec<TriggerItem>>(g) {
                 Ok(items) => {
-                    slots.push(Ok(groups.len()));
-                    groups.push(items);
+                    slots.push(Ok(parsed.len()));
+                    parsed.push(items);
                 }
                 Err(e) => slots.push(Err(format!(
                     "E_BAD_OPTION: option `trigger`: malformed trigger request: {e}"
@@ -207,7 +207,7 @@ impl NativeEngine {
         }
         let mut results = self
             .engine
-            .trigger(groups)
+            .trigger(parsed)
             .await
             .into_iter()
             .map(Some)
@@ -226,20 +226,40 @@ impl NativeEngine {
         to_json(&out)
     }
 
-    /// `groupsJson`: `[[{ id?, name, data?, ts? }, …], …]`, one group per `send()` call.
-    /// Resolves with one entry per group: `{ ids }` or `{ error: "E_CODE: message" }`.
+    /// `groups`: one JSON text per `send()` call, `[{ id?, name, data?, ts? }, …]`. Resolves
+    /// with one entry per group: `{ ids }` or `{ error: "E_CODE: message" }`; a group that
+    /// cannot be read fails alone.
     #[napi]
-    pub async fn send(&self, groups_json: String) -> Result<String> {
-        let groups: Vec<Vec<EventIn>> =
-            serde_json::from_str(&groups_json).map_err(|e| bad_json("events", e))?;
-        let out: Vec<serde_json::Value> = self
+    pub async fn send(&self, groups: Vec<String>) -> Result<String> {
+        let mut slots: Vec<std::result::Result<usize, String>> = Vec::with_capacity(groups.len());
+        let mut parsed: Vec<Vec<EventIn>> = Vec::new();
+        for g in &groups {
+            match serde_json::from_str::<Vec<EventIn>>(g) {
+                Ok(events) => {
+                    slots.push(Ok(parsed.len()));
+                    parsed.push(events);
+                }
+                Err(e) => slots.push(Err(format!(
+                    "E_BAD_OPTION: option `events`: malformed events: {e}"
+                ))),
+            }
+        }
+        let mut results: Vec<_> = self
             .engine
-            .send_groups(groups)
+            .send_groups(parsed)
             .await
             .into_iter()
-            .map(|r| match r {
-                Ok(ids) => serde_json::json!({ "ids": ids }),
-                Err(e) => serde_json::json!({ "error": format!("{}: {}", e.code(), e) }),
+            .map(Some)
+            .collect();
+        let out: Vec<serde_json::Value> = slots
+            .into_iter()
+            .map(|slot| match slot {
+                Ok(i) => match results[i].take() {
+                    Some(Ok(ids)) => serde_json::json!({ "ids": ids }),
+                    Some(Err(e)) => serde_json::json!({ "error": format!("{}: {}", e.code(), e) }),
+                    None => serde_json::json!({ "error": "E_INTERNAL: missing result" }),
+                },
+                Err(msg) => serde_json::json!({ "error": msg }),
             })
             .collect();
         to_json(&out)
@@ -327,10 +347,10 @@ impl NativeEngine {
         self.engine.retry(&id).await.map_err(js_err)
     }
 
-    /// Applies a JSON array of ops; resolves once they are durable.
+    /// Applies ops, one JSON text each; resolves once they are durable.
     #[napi]
-    pub async fn report(&self, ops_json: String) -> Result<()> {
-        let ops = Op::parse_batch(&ops_json).map_err(js_err)?;
+    pub async fn report(&self, ops: Vec<String>) -> Result<()> {
+        let ops = Op::parse_each(ops.iter().map(String::as_str));
         self.engine.report(ops).await.map_err(js_err)
     }
 
