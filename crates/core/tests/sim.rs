@@ -3373,12 +3373,22 @@ fn run_seeds(seeds: Vec<u64>, steps: usize) {
         seeds.len(),
         start.elapsed()
     );
+    let mut env = String::new();
+    for var in ["DURABLY_SIM_EXPOSE", "DURABLY_SIM_STEPS"] {
+        if let Ok(v) = std::env::var(var) {
+            env.push_str(&format!("{var}={v} "));
+        }
+    }
     assert!(
         failures.is_empty(),
-        "{} of {} seeds failed:\n{}\nreplay one with DURABLY_SIM_SEED=<seed> cargo test -p durably-core --test sim -- --nocapture (DURABLY_SIM_TRACE=1 prints every action)",
+        "{} of {} seeds failed:\n{}\nreplay one with: {env}DURABLY_SIM_SEED=<seed> cargo test -p durably-core --test sim simulation -- --nocapture (add DURABLY_SIM_TRACE=1 to print every action)",
         failures.len(),
         seeds.len(),
-        failures.iter().map(|f| f.as_str()).collect::<Vec<_>>().join("\n")
+        failures
+            .iter()
+            .map(|f| f.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
