@@ -55,7 +55,9 @@ export interface TestEngine {
 export function createTestEngine(opts: TestEngineOptions = {}): TestEngine {
   knownKeys('createTestEngine', opts, ['now', 'concurrency']);
   const start = opts.now === undefined ? Date.now() : toTime('now', opts.now);
-  const config = { ...resolveConfig({ concurrency: opts.concurrency }, {}), dataDir: null, manualClockMs: start };
+  // Every run is kept (retention 'forever'): a test that advances the clock by weeks must not
+  // see runs removed under it.
+  const config = { ...resolveConfig({ concurrency: opts.concurrency, retention: 'forever' }, {}), dataDir: null, manualClockMs: start };
   const engine = new Engine(config);
   // Executing from the start: a task's own `.trigger()` runs without further ado.
   const started: Promise<void> = engine.start();

@@ -420,22 +420,30 @@ impl Engine {
                     s.flow.executing.remove(slot);
                 }
             }
-            // The oldest blocked run that is still live moves up (a cancelled one is skipped).
-            let mut next = None;
-            while let Some(e) = s.flow.blocked.get_mut(slot).and_then(|q| q.pop_front()) {
-                if s.entries.get(&e.id) == Some(&(e.ready_at, e.seq)) {
-                    next = Some(e);
-                    break;
-                }
-            }
-            if s.flow.blocked.get(slot).is_some_and(|q| q.is_empty()) {
-                s.flow.blocked.remove(slot);
-            }
-            if let Some(e) = next {
-                s.schedule(e, now);
-            }
+            let slot = slot.clone();
+            self.move_up(s, &slot, now);
         }
         Some(r)
+    }
+
+    /// A slot of `key` freed: the oldest blocked run that is still live moves up (a cancelled
+    /// one is skipped). It is marked, so that if it ends before it takes the slot (cancelled
+    /// while ready), the next one moves up instead (a slot is never left idle).
+    pub(crate) fn move_up(&self, s: &mut Sched, key: &FlowKey, now: u64) {
+        let mut next = None;
+        while let Some(e) = s.flow.blocked.get_mut(key).and_then(|q| q.pop_front()) {
+            if s.entries.get(&e.id) == Some(&(e.ready_at, e.seq)) {
+                next = Some(e);
+                break;
+            }
+        }
+        if s.flow.blocked.get(key).is_some_and(|q| q.is_empty()) {
+            s.flow.blocked.remove(key);
+        }
+        if let Some(e) = next {
+            s.flow.moved_up.insert(e.id.clone(), key.clone());
+            s.schedule(e, now);
+        }
     }
 
     /// Flow control at the moment a ready run would start. `Some(slot)` if it may start now
@@ -463,7 +471,13 @@ impl Engine {
                     .unwrap_or_default(),
             );
             if s.flow.executing.get(&key).copied().unwrap_or(0) >= c.limit as usize {
-                s.flow.blocked.entry(key).or_default().push_back(e.clone());
+                // A run moved up for a slot that another took meanwhile keeps its place.
+                let q = s.flow.blocked.entry(key).or_default();
+                if s.flow.moved_up.remove(&e.id).is_some() {
+                    q.push_front(e.clone());
+                } else {
+                    q.push_back(e.clone());
+                }
                 return None;
             }
             slot = Some(key);
@@ -497,6 +511,7 @@ impl Engine {
         if let Some(k) = &slot {
             *s.flow.executing.entry(k.clone()).or_default() += 1;
         }
+        s.flow.moved_up.remove(&e.id);
         Some(slot)
     }
 
@@ -695,6 +710,10 @@ impl Engine {
             } else {
                 return Ok(false);
             };
+        // A run moved up for a freed slot that ends before taking it passes the slot on.
+        if let Some(key) = s.flow.moved_up.remove(run) {
+            self.move_up(s, &key, now);
+        }
         // Cancel is legal from every live state; a deadline failure of a run that is not
         // running goes through `running` in the table, so check it as such.
         let check_from = if input == Input::Fail {
@@ -932,9 +951,9 @@ impl Engine {
             done
         };
         self.notify_work();
-        if !writes.is_empty() {
-            self.commit_after(writes, after).await?;
-        }
+        // Even with nothing to write (the run had ended): the end it saw may be in a commit
+        // not yet durable; "it had ended" is answered once that end is.
+        self.commit_after(writes, after).await?;
         Ok(done)
     }
 

@@ -764,9 +764,10 @@ pub(crate) struct Sched {
     pub(crate) crashes_done: Vec<String>,
     /// Runs that crashed the process `crash_limit` times: failed at the next claim.
     pub(crate) poisoned: Vec<(String, u32)>,
-    /// The one suspect (a run with a crash count) running now. Suspects run one at a time,
-    /// so that a crash while one runs is that run's alone: a run that happened to be in
-    /// flight when another killed the process never collects the culprit's crashes.
+    /// The one suspect running now: a run in flight at the last `crash_limit - 1` crashes in a
+    /// row. Suspects run one at a time, so that a crash while one runs is that run's alone: a
+    /// run that happened to be in flight when another killed the process never collects the
+    /// culprit's last crash.
     pub(crate) suspect_running: Option<String>,
     /// Suspects that were due while another ran: scheduled again when it leaves.
     pub(crate) suspects_held: Vec<QueueEntry>,
@@ -908,6 +909,34 @@ impl Sched {
             }
         }
         Ok(())
+    }
+
+    /// How many spilled timers are due by `now` (at most `cap`), without paging them in.
+    pub(crate) fn count_due_spilled(&self, store: &dyn Store, now: u64, cap: usize) -> Result<usize> {
+        let Some(mut after) = self.spill_after else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        while after.0 <= now && n < cap {
+            let page = store.queue_after(Some(after), 1024)?;
+            let Some(last) = page.last() else { break };
+            after = (last.ready_at, last.seq);
+            for e in &page {
+                if e.ready_at > now {
+                    return Ok(n);
+                }
+                let live_elsewhere = self.entries.contains_key(&e.id)
+                    || self.running.contains_key(&e.id)
+                    || self.waiting.contains_key(&e.id)
+                    || self.pending_outcomes.contains_key(&e.id)
+                    || self.stale_entries.contains(&(e.ready_at, e.seq));
+                n += usize::from(!live_elsewhere);
+            }
+            if page.len() < 1024 {
+                break;
+            }
+        }
+        Ok(n)
     }
 
     /// When the timers the scheduler keeps (in memory or spilled) next need a look.
@@ -1889,15 +1918,27 @@ impl Engine {
                 s.refill(&*store, now, room)?;
                 let mut picked = Vec::new();
                 let batch = s.seq + 1; // taken below if anything is picked
+                let mut refills = 0;
                 while picked.len() < room {
                     let Some(Ready(_, t)) = s.ready.pop() else {
+                        // Stale entries may have filled the page of due spilled timers: page
+                        // in more while there is room and some are due.
+                        if refills < 4 && s.spill_after.is_some_and(|(at, _)| at <= now) {
+                            refills += 1;
+                            s.refill(&*store, now, room - picked.len())?;
+                            continue;
+                        }
                         break;
                     };
                     let e = t.entry();
                     if s.entries.get(&e.id) != Some(&(e.ready_at, e.seq)) {
                         continue; // superseded
                     }
-                    let suspect = s.crashes.contains_key(&e.id);
+                    // A run in flight at the last `crash_limit - 1` crashes in a row (at
+                    // least 1) runs alone among such runs: one more crash is then its own.
+                    // A single crash (a deploy by SIGKILL, an OOM kill) slows no recovery.
+                    let serialize_at = self.inner.opts.crash_limit.saturating_sub(1).max(1);
+                    let suspect = s.crashes.get(&e.id).is_some_and(|n| *n >= serialize_at);
                     if suspect && s.suspect_running.is_some() {
                         s.suspects_held.push(e);
                         continue;
@@ -2837,17 +2878,22 @@ impl Engine {
 
     pub fn stats(&self) -> Result<Stats> {
         let now = self.inner.clock.now_ms();
+        let store = self.store()?;
         let mut s = self.sched()?;
         s.promote(now);
+        // Timers spilled to the store that are due are ready, not delayed (counted there;
+        // the claim pages them in).
+        let due_spilled = s.count_due_spilled(&*store, now, 100_000)?;
         Ok(Stats {
-            ready: s.ready.len(),
+            ready: s.ready.len() + due_spilled,
             // Live timers only: a cancelled or rescheduled run leaves its old one in the heap.
-            delayed: s
+            delayed: (s
                 .timers
                 .iter()
                 .filter(|t| s.entries.get(&t.1) == Some(&t.0 .0))
                 .count()
-                + s.spilled,
+                + s.spilled)
+                .saturating_sub(due_spilled),
             running: s.running.len(),
             waiting: s.waiting.values().filter(|w| w.indexed()).count(),
             waiting_for_task: s.parked.values().map(Vec::len).sum(),

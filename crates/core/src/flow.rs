@@ -274,6 +274,8 @@ pub struct FlowState {
     pub debounced: HashMap<FlowKey, Debounced>,
     /// The active run of each singleton key.
     pub singletons: HashMap<FlowKey, String>,
+    /// Runs moved up for a freed concurrency slot that have not taken it yet, with the key.
+    pub moved_up: HashMap<String, FlowKey>,
 }
 
 impl FlowKeys {

@@ -146,7 +146,7 @@ const BACK_JUMPS: bool = true;
 /// 6. After a restart the engine numbers events from the largest *queue* seq: an event in
 ///    the same millisecond as one before the restart can sort before it, or overwrite its
 ///    name-index key. (Exposed: reopen at the same millisecond; else a restart takes 1 ms.)
-const KNOWN_BUGS: &[u8] = &[1, 2, 3, 4, 5, 6];
+const KNOWN_BUGS: &[u8] = &[];
 
 /// Whether the simulation exercises (and checks) known bug `n`.
 fn expose(n: u8) -> bool {
@@ -1236,6 +1236,13 @@ fn open_engine(disk: &Arc<SimDisk>, now: u64, cfg: &Cfg) -> R<(Engine, Arc<Manua
     let opts = EngineOptions {
         concurrency: cfg.concurrency,
         timer_window: cfg.timer_window,
+        // Crashes come every few steps here, from outside: a run in flight at several in a
+        // row is what a poison run looks like. Poison detection has its own tests (faults.rs,
+        // tests/poison.test.js); here it is out of reach.
+        crash_limit: u32::MAX,
+        // The clock jumps by hours: retention (its own tests: retention.rs) would remove
+        // ended runs the oracle still checks.
+        retention_ms: None,
         ..EngineOptions::default()
     };
     let engine = Engine::open(Arc::new(store), clock.clone(), opts)
@@ -3461,7 +3468,6 @@ fn claimed_ids(engine: &Engine) -> Vec<String> {
 /// that one never takes the slot (cancelled before the next claim), the slot stays free and
 /// the runs behind it stay blocked — with `limit: 1`, forever.
 #[test]
-#[ignore = "known bug 2: a concurrency slot is lost when the released run is cancelled"]
 fn bug2_a_cancelled_released_run_strands_the_runs_behind_it() {
     let (engine, clock) = repro_engine(&[("one", json!({"concurrency": {"limit": 1}}))]);
     let a = repro_trigger(&engine, "one");
@@ -3489,7 +3495,6 @@ fn bug2_a_cancelled_released_run_strands_the_runs_behind_it() {
 /// queue is shorter than it wants, and stale heap entries (cancelled runs) count as ready:
 /// the claim hands out less than it has room for while due runs wait in the store.
 #[test]
-#[ignore = "known bug 5: a claim returns short while due spilled timers stay in the store"]
 fn bug5_stale_ready_entries_keep_due_spilled_timers_out_of_a_claim() {
     let clock = Arc::new(ManualClock::new(EPOCH));
     let opts = EngineOptions {
@@ -3538,7 +3543,6 @@ fn bug5_stale_ready_entries_keep_due_spilled_timers_out_of_a_claim() {
 /// (and a smaller seq sorts before a run's event cursor). Needs a clock that does not move
 /// across the restart (the manual clock; a real clock stepped back).
 #[test]
-#[ignore = "known bug 6: event (ts, seq) keys repeat after a restart"]
 fn bug6_an_event_sent_after_a_restart_in_the_same_millisecond_hides_an_older_one() {
     let cfg = Cfg {
         concurrency: 1_000,
@@ -3614,7 +3618,6 @@ fn trigger_fut(engine: &Engine, item: Value) -> Fut {
 /// written resolves at once — before that run is durable. A crash then loses a run whose
 /// handle was acknowledged.
 #[test]
-#[ignore = "known bug 3: acknowledged before durable"]
 fn bug3a_an_idempotent_trigger_is_acknowledged_before_its_run_is_durable() {
     let disk = SimDisk::with(Map::new());
     let (engine, _clock) = open_engine(&disk, EPOCH, &REPRO_CFG).unwrap();
@@ -3626,21 +3629,18 @@ fn bug3a_an_idempotent_trigger_is_acknowledged_before_its_run_is_durable() {
         "waits for the disk"
     );
     let mut second = trigger_fut(&engine, item);
-    let Some(Out::Ids(mut ids)) = answered_at_once(&mut second, &disk) else {
-        panic!("the second trigger waits for the disk too (then there is no bug)")
-    };
-    let id = ids.remove(0).unwrap().remove(0); // acknowledged: "durably enqueued"
-    let (_disk, engine) = crash_and_reopen(&disk, engine);
     assert!(
-        engine.get_run(&id).unwrap().is_some(),
-        "run {id} was acknowledged to a trigger, and a crash lost it"
+        answered_at_once(&mut second, &disk).is_none(),
+        "the duplicate waits for the disk too: it names a run that is not durable yet"
     );
+    // Nothing was acknowledged, so a crash now may lose the run: no promise is broken.
+    let (_disk, engine) = crash_and_reopen(&disk, engine);
+    assert!(engine.list_runs(Default::default()).unwrap().runs.len() <= 1);
 }
 
 /// Bug 3b. `send()` repeating the id of an event still being written resolves at once; a
 /// crash then loses an event whose send was acknowledged (and the run it starts).
 #[test]
-#[ignore = "known bug 3: acknowledged before durable"]
 fn bug3b_a_repeated_event_id_is_acknowledged_before_the_event_is_durable() {
     let disk = SimDisk::with(Map::new());
     let (engine, _clock) = open_engine(&disk, EPOCH, &REPRO_CFG).unwrap();
@@ -3660,20 +3660,15 @@ fn bug3b_a_repeated_event_id_is_acknowledged_before_the_event_is_durable() {
     );
     let mut again = send(&engine);
     assert!(
-        answered_at_once(&mut again, &disk).is_some(),
-        "the repeat waits for the disk too (then there is no bug)"
+        answered_at_once(&mut again, &disk).is_none(),
+        "the repeat waits for the disk too: the event it names is not durable yet"
     );
-    let (disk, _engine) = crash_and_reopen(&disk, engine);
-    assert!(
-        disk.get(b"e/order-1").is_some(),
-        "event order-1 was acknowledged to send(), and a crash lost it (and the run it starts)"
-    );
+    let (_disk, _engine) = crash_and_reopen(&disk, engine);
 }
 
 /// Bug 3c. `cancel()` of a run whose completion is still being written answers `false`
 /// ("it had ended") at once; after a crash the run is live and runs again, uncancelled.
 #[test]
-#[ignore = "known bug 3: acknowledged before durable"]
 fn bug3c_cancel_answers_from_an_end_that_is_not_durable() {
     let disk = SimDisk::with(Map::new());
     let (engine, _clock) = open_engine(&disk, EPOCH, &REPRO_CFG).unwrap();
@@ -3693,22 +3688,17 @@ fn bug3c_cancel_answers_from_an_end_that_is_not_durable() {
     let e = engine.clone();
     let target = run.clone();
     let mut cancel: Fut = Box::pin(async move { Out::Bool(e.cancel(&target).await) });
-    let Some(Out::Bool(Ok(false))) = answered_at_once(&mut cancel, &disk) else {
-        panic!("cancel waits for the disk (then there is no bug)")
-    };
-    let (_disk, engine) = crash_and_reopen(&disk, engine);
-    let status = engine.get_run(&run).unwrap().unwrap().status;
     assert!(
-        status.is_terminal(),
-        "cancel() said {run} had ended; after a crash it is {status:?} and will run again"
+        answered_at_once(&mut cancel, &disk).is_none(),
+        "\"it had ended\" waits for that end to be durable"
     );
+    let (_disk, _engine) = crash_and_reopen(&disk, engine);
 }
 
 /// Bug 1. Events are ordered by wall-clock time: after the clock steps back (NTP, a VM
 /// resumed), an event sent after a run parked on `waitForEvent` is taken to be older than
 /// the run and does not resume it.
 #[test]
-#[ignore = "known bug 1: a clock step back loses wake-ups"]
 fn bug1_an_event_sent_after_the_clock_stepped_back_does_not_resume_a_waiting_run() {
     let (engine, clock) = repro_engine(&[("t", json!({}))]);
     clock.set(EPOCH + 10_000);
@@ -3732,7 +3722,6 @@ fn bug1_an_event_sent_after_the_clock_stepped_back_does_not_resume_a_waiting_run
 /// Bug 4. `stats().delayed` ("runs with a time in the future") counts due runs whose timers
 /// are spilled to the store and not paged in yet.
 #[test]
-#[ignore = "known bug 4: stats.delayed counts due spilled timers"]
 fn bug4_stats_count_due_spilled_timers_as_delayed() {
     let clock = Arc::new(ManualClock::new(EPOCH));
     let opts = EngineOptions {
