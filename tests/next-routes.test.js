@@ -93,6 +93,10 @@ test('withDurably adds durably to serverExternalPackages and keeps the rest of t
   assert.deepStrictEqual(await fn('phase-production-server', { defaultConfig: {} }), { distDir: 'phase-production-server-object', serverExternalPackages: ['pg', 'durably'] });
   const asyncFn = withDurably(async () => ({ poweredByHeader: false }));
   assert.deepStrictEqual(await asyncFn('phase-development-server', { defaultConfig: {} }), { poweredByHeader: false, serverExternalPackages: ['durably'] });
+  // A Promise of a config (which Next.js accepts) keeps the user's settings (it dropped them).
+  const promised = withDurably(Promise.resolve({ basePath: '/app', serverExternalPackages: ['pg'] }));
+  assert.ok(promised instanceof Promise);
+  assert.deepStrictEqual(await promised, { basePath: '/app', serverExternalPackages: ['pg', 'durably'] });
 });
 
 test('dashboard is durablyRoutes under the name DESIGN uses', () => {
