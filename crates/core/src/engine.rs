@@ -1865,6 +1865,7 @@ impl Engine {
         Option<oneshot::Receiver<Result<()>>>,
     )> {
         let mut durable = None;
+        let mut must_wait = false;
         loop {
             let now = self.inner.clock.now_ms();
             let mut cleanup = Vec::new();
@@ -1980,8 +1981,14 @@ impl Engine {
                     picked.push((e, max_attempts, fresh));
                 }
                 if !picked.is_empty() {
-                    // Recorded before the runs execute (the claim waits for it to be
-                    // durable): after a crash, the runs of an unfinished claim are counted.
+                    // Recorded before the runs execute: after a crash, the runs of an
+                    // unfinished claim are counted (poison runs). The claim waits for the
+                    // record to be durable when a run in it started before (recovered after a
+                    // crash, woken, retried): a run triggered by this process and never
+                    // started goes at once (trigger→start stays one commit); if it kills the
+                    // process before its record is on disk, it is counted from its next
+                    // life on, since it is then a recovered run.
+                    must_wait |= picked.iter().any(|(_, _, fresh)| !fresh);
                     s.next_seq();
                     s.claims.insert(batch, picked.len());
                     cleanup.push(Write::PutClaims {
@@ -1998,7 +2005,10 @@ impl Engine {
                 (picked, abort, next_wake)
             };
             if !cleanup.is_empty() {
-                durable = Some(self.submit_after_rx(cleanup, after));
+                let rx = self.submit_after_rx(cleanup, after);
+                if must_wait {
+                    durable = Some(rx);
+                }
             }
             let picked_any = !picked.is_empty();
             let runs = if picked_any {

@@ -285,6 +285,7 @@ impl<K: Kv> Store for KvStore<K> {
             match w {
                 Write::Enqueue(q) => max_seq = max_seq.max(q.seq),
                 Write::PutEvent(e) => max_seq = max_seq.max(e.seq),
+                Write::PutClaims { batch, .. } => max_seq = max_seq.max(*batch),
                 _ => {}
             }
         }
