@@ -198,7 +198,8 @@ ${line('heapMB', '#107c10')}
   fs.writeFileSync(`${OUT}.svg`, svg());
   console.log(JSON.stringify(summary));
   await shutdown();
-  fs.rmSync(dir, { recursive: true, force: true });
+  if (args.includes('--keep')) console.log(`store kept in ${dir}`);
+  else fs.rmSync(dir, { recursive: true, force: true });
 })().catch((e) => {
   console.error(e);
   process.exit(1);

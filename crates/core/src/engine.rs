@@ -796,13 +796,27 @@ impl Sched {
             let priority = self.flows.get(&e.id).map(|f| f.priority).unwrap_or(0);
             self.ready.push(Ready(priority, Timer::from_entry(e)));
         } else {
-            if self.warned_tasks.insert(e.task.clone()) {
-                tracing::warn!(
-                    "durably: runs of task \"{}\" are due, but no task with that id is defined in this process; they wait (nothing is lost) until it is: import its module where the engine starts (instrumentation.ts)",
-                    e.task
-                );
-            }
             self.parked.entry(e.task.clone()).or_default().push(e);
+        }
+    }
+
+    /// Logs, once per task, that due runs wait for a task this process has not defined. Called
+    /// by the claimer (by then the process has registered its tasks; at open it has not yet).
+    pub(crate) fn warn_parked(&mut self) {
+        if self.parked.len() <= self.warned_tasks.len() {
+            return;
+        }
+        let new: Vec<String> = self
+            .parked
+            .keys()
+            .filter(|t| !self.warned_tasks.contains(*t))
+            .cloned()
+            .collect();
+        for task in new {
+            tracing::warn!(
+                "durably: runs of task \"{task}\" are due, but no task with that id is defined in this process; they wait (nothing is lost) until it is: import its module where the engine starts (instrumentation.ts)"
+            );
+            self.warned_tasks.insert(task);
         }
     }
 
@@ -1996,6 +2010,7 @@ impl Engine {
                         runs: picked.iter().map(|(e, _, _)| e.id.clone()).collect(),
                     });
                 }
+                s.warn_parked();
                 let abort = std::mem::take(&mut s.abort);
                 let timer = if room == 0 { None } else { s.next_timer() };
                 let next_wake = match (timer, Self::next_control_wake(&s)) {
