@@ -39,6 +39,12 @@ pub struct ScheduleRecord {
     pub created_at: u64,
 }
 
+/// Instants after 9999-12-31T23:59:59.999Z have no tick. Found by fuzzing: above
+/// `i64::MAX` ms an instant wrapped to one before 1970 (`next_after(u64::MAX)` of `@daily`
+/// was 0), and croner panics (in chrono) on an instant whose local time is past chrono's
+/// range. croner searches no further than the year 5000 anyway.
+pub const LAST_INSTANT_MS: u64 = 253_402_300_799_999;
+
 /// A parsed pattern in its zone.
 #[derive(Debug, Clone)]
 pub struct Pattern {
@@ -68,22 +74,25 @@ impl Pattern {
         })
     }
 
+    /// `ms` in the pattern's zone; `None` past [`LAST_INSTANT_MS`].
+    fn local(&self, ms: u64) -> Option<chrono::DateTime<Tz>> {
+        if ms > LAST_INSTANT_MS {
+            return None;
+        }
+        let at = Utc.timestamp_millis_opt(ms as i64).single()?;
+        Some(at.with_timezone(&self.tz))
+    }
+
     /// The last tick at or before `at_ms`.
     pub fn last_at_or_before(&self, at_ms: u64) -> Option<u64> {
-        let at = Utc
-            .timestamp_millis_opt(at_ms as i64)
-            .single()?
-            .with_timezone(&self.tz);
+        let at = self.local(at_ms)?;
         let prev = self.cron.find_previous_occurrence(&at, true).ok()?;
         u64::try_from(prev.timestamp_millis()).ok()
     }
 
     /// The first tick strictly after `after_ms`.
     pub fn next_after(&self, after_ms: u64) -> Option<u64> {
-        let at = Utc
-            .timestamp_millis_opt(after_ms as i64)
-            .single()?
-            .with_timezone(&self.tz);
+        let at = self.local(after_ms)?;
         let next = self.cron.find_next_occurrence(&at, false).ok()?;
         u64::try_from(next.timestamp_millis()).ok()
     }
@@ -141,6 +150,33 @@ mod tests {
             p.next_after(ms("2026-01-01T00:00:01Z")),
             Some(ms("2026-01-01T00:00:10Z"))
         );
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `cron`): an instant above `i64::MAX` ms (such as
+    /// `u64::MAX`, the engine's "never") wrapped to a negative one, so `next_after(u64::MAX)`
+    /// of `@daily` was 0, a tick before the instant; and croner panicked on chrono's last
+    /// instant in a zone east of UTC.
+    #[test]
+    fn instants_beyond_the_range_have_no_tick() {
+        let chrono_max = chrono::DateTime::<Utc>::MAX_UTC.timestamp_millis() as u64;
+        for (cron, tz) in [("@daily", "UTC"), ("30 2 * * *", "Europe/Paris")] {
+            let p = Pattern::parse("schedule", cron, tz).unwrap();
+            for t in [
+                u64::MAX,
+                i64::MAX as u64 + 1,
+                i64::MAX as u64,
+                chrono_max,
+                chrono_max - 3_600_000,
+                LAST_INSTANT_MS + 1,
+            ] {
+                assert_eq!(p.next_after(t), None, "{cron} {t}");
+                assert_eq!(p.last_at_or_before(t), None, "{cron} {t}");
+            }
+        }
+        let p = Pattern::parse("schedule", "@daily", "UTC").unwrap();
+        let t = ms("2999-12-31T12:00:00Z");
+        assert_eq!(p.next_after(t), Some(ms("3000-01-01T00:00:00Z")));
+        assert_eq!(p.last_at_or_before(t), Some(ms("2999-12-31T00:00:00Z")));
     }
 
     #[test]
