@@ -74,12 +74,17 @@ impl Pattern {
         })
     }
 
-    /// `ms` in the pattern's zone; `None` past [`LAST_INSTANT_MS`].
+    /// `ms` in the pattern's zone, down to the whole second; `None` past
+    /// [`LAST_INSTANT_MS`]. Ticks fall on whole seconds, so the tick before or after an
+    /// instant is the same from its second, and croner needs it: it allows a candidate up to
+    /// one second past a start that it takes to be on a whole second. Found by fuzzing: in
+    /// the second before the hour London repeats (2026-10-25T00:59:59.001Z to .999Z),
+    /// `@hourly`'s last tick "at or before" was 01:00Z, after the instant.
     fn local(&self, ms: u64) -> Option<chrono::DateTime<Tz>> {
         if ms > LAST_INSTANT_MS {
             return None;
         }
-        let at = Utc.timestamp_millis_opt(ms as i64).single()?;
+        let at = Utc.timestamp_millis_opt((ms - ms % 1000) as i64).single()?;
         Some(at.with_timezone(&self.tz))
     }
 
@@ -177,6 +182,25 @@ mod tests {
         let t = ms("2999-12-31T12:00:00Z");
         assert_eq!(p.next_after(t), Some(ms("3000-01-01T00:00:00Z")));
         assert_eq!(p.last_at_or_before(t), Some(ms("2999-12-31T00:00:00Z")));
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `cron`): in the last second before the hour that
+    /// London repeats when summer time ends (01:00–02:00 local twice on 2026-10-25), the last
+    /// tick of `@hourly` at or before 00:59:59.003Z was 01:00Z, after the instant, so a
+    /// schedule due then would fire for the 01:00Z tick an hour early and skip it.
+    #[test]
+    fn ticks_around_a_repeated_hour_are_ordered_to_the_millisecond() {
+        let p = Pattern::parse("schedule", "@hourly", "Europe/London").unwrap();
+        let t = ms("2026-10-25T00:59:59.003Z");
+        assert_eq!(p.last_at_or_before(t), Some(ms("2026-10-25T00:00:00Z")));
+        assert_eq!(p.next_after(t), Some(ms("2026-10-25T01:00:00Z")));
+        let mut t = ms("2026-10-24T23:59:58Z");
+        while t < ms("2026-10-25T02:00:02Z") {
+            let (last, next) = (p.last_at_or_before(t).unwrap(), p.next_after(t).unwrap());
+            assert!(last <= t && t - last < 3_600_000, "{t}: last {last}");
+            assert!(next > t && next - t <= 3_600_000, "{t}: next {next}");
+            t += 9_973;
+        }
     }
 
     #[test]
