@@ -55,15 +55,27 @@ pub struct Pattern {
 impl Pattern {
     /// Parses `cron` in zone `tz` (IANA name; default UTC). Errors name `option`.
     pub fn parse(option: &str, cron: &str, tz: &str) -> Result<Pattern> {
+        let bad = |why: &dyn std::fmt::Display| {
+            Error::BadCron {
+            option: option.to_string(),
+            reason: format!("{cron:?} is not a cron pattern ({why}); write 5 fields like '0 9 * * MON' (minute hour day month weekday), or 6 with seconds first"),
+        }
+        };
+        // croner reads an empty list item as nothing, so `,` is a field no time matches, and
+        // a pattern that never fires has every search walk to the year 5000: ~10 s for
+        // `, * * * *` in America/New_York, under the scheduler's lock. Found by fuzzing.
+        if cron
+            .split_whitespace()
+            .any(|f| f.split(',').any(str::is_empty))
+        {
+            return Err(bad(&"a list has an empty item"));
+        }
         let parsed = CronParser::builder()
             .seconds(Seconds::Optional)
             .year(Year::Disallowed)
             .build()
             .parse(cron)
-            .map_err(|e| Error::BadCron {
-                option: option.to_string(),
-                reason: format!("{cron:?} is not a cron pattern ({e}); write 5 fields like '0 9 * * MON' (minute hour day month weekday), or 6 with seconds first"),
-            })?;
+            .map_err(|e| bad(&e))?;
         let zone: Tz = tz.parse().map_err(|_| Error::BadOption {
             option: format!("{option}.tz"),
             reason: format!("{tz:?} is not an IANA time zone; use a name like 'Europe/Paris' or 'America/New_York'"),
@@ -201,6 +213,26 @@ mod tests {
             assert!(next > t && next - t <= 3_600_000, "{t}: next {next}");
             t += 9_973;
         }
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `cron`): croner took `,` for a field that matches
+    /// nothing, and a search for the tick of `, * * * *` in New York ran ~10 s.
+    #[test]
+    fn an_empty_list_item_is_an_error() {
+        for cron in [
+            ", * * * *",
+            "* , * * *",
+            "0 0 , * *",
+            "* * * * * ,",
+            "1,,2 * * * *",
+            "5, * * * *",
+        ] {
+            let e = Pattern::parse("schedule", cron, "America/New_York").unwrap_err();
+            assert_eq!(e.code(), "E_BAD_CRON");
+            assert!(e.to_string().contains("empty item"), "{cron}: {e}");
+        }
+        let p = Pattern::parse("schedule", "0,30 9 * * MON,FRI", "America/New_York").unwrap();
+        assert!(p.next_after(ms("2026-03-01T12:00:00Z")).is_some());
     }
 
     #[test]
