@@ -5,7 +5,9 @@ use durably_core::store::{Kv, SledKv};
 use std::collections::BTreeMap;
 
 fn main() {
-    let dir = std::env::args().nth(1).expect("usage: store_stats <dataDir>");
+    let dir = std::env::args()
+        .nth(1)
+        .expect("usage: store_stats <dataDir>");
     let kv = SledKv::open(std::path::Path::new(&dir), 16 << 20).expect("open the store");
     let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     kv.scan(b"", false, None, &mut |k, v| {
@@ -13,7 +15,11 @@ fn main() {
             Some(0xFE) => "FE (chunk index)".to_string(),
             Some(0xFF) => "FF (chunks)".to_string(),
             _ => {
-                let end = k.iter().position(|b| *b == b'/').map(|i| i + 1).unwrap_or(k.len().min(2));
+                let end = k
+                    .iter()
+                    .position(|b| *b == b'/')
+                    .map(|i| i + 1)
+                    .unwrap_or(k.len().min(2));
                 let mut p = String::from_utf8_lossy(&k[..end]).into_owned();
                 if p == "p/" && k.len() > 3 {
                     p = String::from_utf8_lossy(&k[..4]).into_owned();
@@ -27,7 +33,9 @@ fn main() {
         true
     })
     .expect("scan");
-    let file = std::fs::metadata(std::path::Path::new(&dir).join("db")).map(|m| m.len()).unwrap_or(0);
+    let file = std::fs::metadata(std::path::Path::new(&dir).join("db"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     println!("db file: {:.1} MB", file as f64 / 1048576.0);
     let total: u64 = by.values().map(|v| v.1).sum();
     println!("live keys+values: {:.1} MB", total as f64 / 1048576.0);

@@ -926,7 +926,12 @@ impl Sched {
     }
 
     /// How many spilled timers are due by `now` (at most `cap`), without paging them in.
-    pub(crate) fn count_due_spilled(&self, store: &dyn Store, now: u64, cap: usize) -> Result<usize> {
+    pub(crate) fn count_due_spilled(
+        &self,
+        store: &dyn Store,
+        now: u64,
+        cap: usize,
+    ) -> Result<usize> {
         let Some(mut after) = self.spill_after else {
             return Ok(0);
         };

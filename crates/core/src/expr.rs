@@ -115,15 +115,16 @@ impl Lexer<'_> {
                             break;
                         }
                         if ch == b'\\' {
-                            let Some(&esc) = b.get(i + 1) else {
+                            // The escaped character may be several bytes long (`'\é'`).
+                            let Some(esc) = self.src[i + 1..].chars().next() else {
                                 return Err(self.err(i, "unterminated string"));
                             };
                             s.push(match esc {
-                                b'n' => '\n',
-                                b't' => '\t',
-                                other => other as char,
+                                'n' => '\n',
+                                't' => '\t',
+                                other => other,
                             });
-                            i += 2;
+                            i += 1 + esc.len_utf8();
                             continue;
                         }
                         let ch_str = &self.src[i..];
@@ -294,10 +295,25 @@ impl Expr {
     }
 }
 
+/// The most operators and parentheses an expression may have. Parsing, evaluating,
+/// binding and dropping recurse once per level of nesting, and a chain of `&&`/`||` nests
+/// too: without a bound, a long or deeply nested expression overflows the stack (found by
+/// fuzzing). A filter needs a handful.
+pub const MAX_OPERATORS: usize = 128;
+
 /// Parses `src`; errors are `E_BAD_OPTION` naming `option` and the column.
 pub fn parse(option: &str, src: &str) -> Result<Expr> {
     let lx = Lexer { src, option };
     let toks = lx.tokens()?;
+    let nesting = toks
+        .iter()
+        .filter(|(t, _)| matches!(t, Tok::LParen | Tok::Op(_)));
+    if let Some((_, col)) = nesting.clone().nth(MAX_OPERATORS) {
+        return Err(lx.err(
+            *col,
+            &format!("more than {MAX_OPERATORS} operators and parentheses"),
+        ));
+    }
     let mut p = Parser { lx, toks, pos: 0 };
     let e = p.or()?;
     if p.pos < p.toks.len() {
@@ -451,6 +467,63 @@ mod tests {
     fn mixed_types_never_order() {
         assert!(!check("event.a < 'x'", json!({"a": 1}), json!(null)));
         assert!(!check("event.a > 0", json!({"a": "1"}), json!(null)));
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `expr`): a backslash before a character of several
+    /// bytes sliced the source in the middle of that character and panicked.
+    #[test]
+    fn an_escaped_multibyte_character_is_that_character() {
+        assert!(parse("if", "'$\\\u{784}").is_err()); // the fuzzer's input: unterminated
+        assert!(check(
+            "event.s == '\\é\\日'",
+            json!({"s": "é日"}),
+            json!(null)
+        ));
+        assert!(check(
+            "event.s == \"a\\n\\'\"",
+            json!({"s": "a\n'"}),
+            json!(null)
+        ));
+    }
+
+    /// Found by fuzzing: deeply nested parentheses, a long run of `!` or a long `||` chain
+    /// overflowed the stack (parsing, or evaluating the left-nested chain). Expressions are
+    /// bounded; the largest accepted one parses, binds, evaluates and drops on a 1 MiB
+    /// stack (about Node's main thread) even unoptimized.
+    #[test]
+    fn nesting_is_bounded() {
+        let n = MAX_OPERATORS;
+        let too_deep = [
+            format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000)),
+            format!("{}true", "!".repeat(100_000)),
+            format!("{}a", "a || ".repeat(100_000)),
+            format!("{}1{}", "(".repeat(n + 1), ")".repeat(n + 1)),
+        ];
+        for src in &too_deep {
+            let e = parse("on.if", src).unwrap_err();
+            assert_eq!(e.code(), "E_BAD_OPTION");
+            assert!(e.to_string().contains("more than 128 operators"), "{e}");
+        }
+        let deepest = [
+            format!("{}event.a{}", "(".repeat(n), ")".repeat(n)),
+            format!("{}event.a", "!".repeat(n)),
+            format!("{}event.a", "event.b || ".repeat(n)),
+            format!("{}event.a{}", "(!".repeat(n / 2), ")".repeat(n / 2)),
+        ];
+        std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || {
+                let ev = json!({"a": true, "b": false});
+                for src in &deepest {
+                    let e = parse("on.if", src).unwrap();
+                    assert!(eval(&e, &[("event", &ev)]), "{src}");
+                    let bound = e.bind("event", &ev);
+                    assert!(eval(&bound, &[]), "{src}");
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

@@ -39,6 +39,12 @@ pub struct ScheduleRecord {
     pub created_at: u64,
 }
 
+/// Instants after 9999-12-31T23:59:59.999Z have no tick. Found by fuzzing: above
+/// `i64::MAX` ms an instant wrapped to one before 1970 (`next_after(u64::MAX)` of `@daily`
+/// was 0), and croner panics (in chrono) on an instant whose local time is past chrono's
+/// range. croner searches no further than the year 5000 anyway.
+pub const LAST_INSTANT_MS: u64 = 253_402_300_799_999;
+
 /// A parsed pattern in its zone.
 #[derive(Debug, Clone)]
 pub struct Pattern {
@@ -49,15 +55,27 @@ pub struct Pattern {
 impl Pattern {
     /// Parses `cron` in zone `tz` (IANA name; default UTC). Errors name `option`.
     pub fn parse(option: &str, cron: &str, tz: &str) -> Result<Pattern> {
+        let bad = |why: &dyn std::fmt::Display| {
+            Error::BadCron {
+            option: option.to_string(),
+            reason: format!("{cron:?} is not a cron pattern ({why}); write 5 fields like '0 9 * * MON' (minute hour day month weekday), or 6 with seconds first"),
+        }
+        };
+        // croner reads an empty list item as nothing, so `,` is a field no time matches, and
+        // a pattern that never fires has every search walk to the year 5000: ~10 s for
+        // `, * * * *` in America/New_York, under the scheduler's lock. Found by fuzzing.
+        if cron
+            .split_whitespace()
+            .any(|f| f.split(',').any(str::is_empty))
+        {
+            return Err(bad(&"a list has an empty item"));
+        }
         let parsed = CronParser::builder()
             .seconds(Seconds::Optional)
             .year(Year::Disallowed)
             .build()
             .parse(cron)
-            .map_err(|e| Error::BadCron {
-                option: option.to_string(),
-                reason: format!("{cron:?} is not a cron pattern ({e}); write 5 fields like '0 9 * * MON' (minute hour day month weekday), or 6 with seconds first"),
-            })?;
+            .map_err(|e| bad(&e))?;
         let zone: Tz = tz.parse().map_err(|_| Error::BadOption {
             option: format!("{option}.tz"),
             reason: format!("{tz:?} is not an IANA time zone; use a name like 'Europe/Paris' or 'America/New_York'"),
@@ -80,22 +98,30 @@ impl Pattern {
         Ok(self)
     }
 
+    /// `ms` in the pattern's zone, down to the whole second; `None` past
+    /// [`LAST_INSTANT_MS`]. Ticks fall on whole seconds, so the tick before or after an
+    /// instant is the same from its second, and croner needs it: it allows a candidate up to
+    /// one second past a start that it takes to be on a whole second. Found by fuzzing: in
+    /// the second before the hour London repeats (2026-10-25T00:59:59.001Z to .999Z),
+    /// `@hourly`'s last tick "at or before" was 01:00Z, after the instant.
+    fn local(&self, ms: u64) -> Option<chrono::DateTime<Tz>> {
+        if ms > LAST_INSTANT_MS {
+            return None;
+        }
+        let at = Utc.timestamp_millis_opt((ms - ms % 1000) as i64).single()?;
+        Some(at.with_timezone(&self.tz))
+    }
+
     /// The last tick at or before `at_ms`.
     pub fn last_at_or_before(&self, at_ms: u64) -> Option<u64> {
-        let at = Utc
-            .timestamp_millis_opt(at_ms as i64)
-            .single()?
-            .with_timezone(&self.tz);
+        let at = self.local(at_ms)?;
         let prev = self.cron.find_previous_occurrence(&at, true).ok()?;
         u64::try_from(prev.timestamp_millis()).ok()
     }
 
     /// The first tick strictly after `after_ms`.
     pub fn next_after(&self, after_ms: u64) -> Option<u64> {
-        let at = Utc
-            .timestamp_millis_opt(after_ms as i64)
-            .single()?
-            .with_timezone(&self.tz);
+        let at = self.local(after_ms)?;
         let next = self.cron.find_next_occurrence(&at, false).ok()?;
         u64::try_from(next.timestamp_millis()).ok()
     }
@@ -153,6 +179,72 @@ mod tests {
             p.next_after(ms("2026-01-01T00:00:01Z")),
             Some(ms("2026-01-01T00:00:10Z"))
         );
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `cron`): an instant above `i64::MAX` ms (such as
+    /// `u64::MAX`, the engine's "never") wrapped to a negative one, so `next_after(u64::MAX)`
+    /// of `@daily` was 0, a tick before the instant; and croner panicked on chrono's last
+    /// instant in a zone east of UTC.
+    #[test]
+    fn instants_beyond_the_range_have_no_tick() {
+        let chrono_max = chrono::DateTime::<Utc>::MAX_UTC.timestamp_millis() as u64;
+        for (cron, tz) in [("@daily", "UTC"), ("30 2 * * *", "Europe/Paris")] {
+            let p = Pattern::parse("schedule", cron, tz).unwrap();
+            for t in [
+                u64::MAX,
+                i64::MAX as u64 + 1,
+                i64::MAX as u64,
+                chrono_max,
+                chrono_max - 3_600_000,
+                LAST_INSTANT_MS + 1,
+            ] {
+                assert_eq!(p.next_after(t), None, "{cron} {t}");
+                assert_eq!(p.last_at_or_before(t), None, "{cron} {t}");
+            }
+        }
+        let p = Pattern::parse("schedule", "@daily", "UTC").unwrap();
+        let t = ms("2999-12-31T12:00:00Z");
+        assert_eq!(p.next_after(t), Some(ms("3000-01-01T00:00:00Z")));
+        assert_eq!(p.last_at_or_before(t), Some(ms("2999-12-31T00:00:00Z")));
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `cron`): in the last second before the hour that
+    /// London repeats when summer time ends (01:00–02:00 local twice on 2026-10-25), the last
+    /// tick of `@hourly` at or before 00:59:59.003Z was 01:00Z, after the instant, so a
+    /// schedule due then would fire for the 01:00Z tick an hour early and skip it.
+    #[test]
+    fn ticks_around_a_repeated_hour_are_ordered_to_the_millisecond() {
+        let p = Pattern::parse("schedule", "@hourly", "Europe/London").unwrap();
+        let t = ms("2026-10-25T00:59:59.003Z");
+        assert_eq!(p.last_at_or_before(t), Some(ms("2026-10-25T00:00:00Z")));
+        assert_eq!(p.next_after(t), Some(ms("2026-10-25T01:00:00Z")));
+        let mut t = ms("2026-10-24T23:59:58Z");
+        while t < ms("2026-10-25T02:00:02Z") {
+            let (last, next) = (p.last_at_or_before(t).unwrap(), p.next_after(t).unwrap());
+            assert!(last <= t && t - last < 3_600_000, "{t}: last {last}");
+            assert!(next > t && next - t <= 3_600_000, "{t}: next {next}");
+            t += 9_973;
+        }
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `cron`): croner took `,` for a field that matches
+    /// nothing, and a search for the tick of `, * * * *` in New York ran ~10 s.
+    #[test]
+    fn an_empty_list_item_is_an_error() {
+        for cron in [
+            ", * * * *",
+            "* , * * *",
+            "0 0 , * *",
+            "* * * * * ,",
+            "1,,2 * * * *",
+            "5, * * * *",
+        ] {
+            let e = Pattern::parse("schedule", cron, "America/New_York").unwrap_err();
+            assert_eq!(e.code(), "E_BAD_CRON");
+            assert!(e.to_string().contains("empty item"), "{cron}: {e}");
+        }
+        let p = Pattern::parse("schedule", "0,30 9 * * MON,FRI", "America/New_York").unwrap();
+        assert!(p.next_after(ms("2026-03-01T12:00:00Z")).is_some());
     }
 
     #[test]
