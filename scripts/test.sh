@@ -6,12 +6,14 @@ echo "== setup: npm ci, release build of the addon, tsc"
 bash scripts/setup.sh
 echo "== generated files are committed and current"
 git diff --exit-code -- native.js native.d.ts || { echo "native.js/native.d.ts drifted from the Rust binding: commit the regenerated files"; exit 1; }
-echo "== rust: fmt, clippy, tests"
+echo "== rust: fmt, clippy, tests (incl. the deterministic simulation: 30 seeds)"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+echo "== fuzzing: a short run of every target (scripts/fuzz.sh; FUZZ_SECONDS to lengthen)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-12}" bash scripts/fuzz.sh
 echo "== types"
 npx tsc --noEmit -p tsconfig.json
 npx tsc --noEmit -p tests/types/tsconfig.json
-echo "== node tests"
+echo "== node tests (power cuts and the full-disk test need gcc and root; they say so when skipped)"
 node --test --test-timeout=300000 tests/
