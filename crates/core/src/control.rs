@@ -441,8 +441,11 @@ impl Engine {
             s.flow.blocked.remove(key);
         }
         if let Some(e) = next {
+            // It was due when it was blocked: ready now, even if the wall clock has since
+            // stepped back before its time (as a timer, the slot would idle until then).
+            let _ = now;
             s.flow.moved_up.insert(e.id.clone(), key.clone());
-            s.schedule(e, now);
+            s.make_ready(e);
         }
     }
 
@@ -726,23 +729,45 @@ impl Engine {
             writes.push(Write::Dequeue { ready_at: at, seq });
         }
         // Its waits go with it: no step of an ended run stays `waiting` (a child run's step
-        // stays, naming the child).
-        let waits = match waits {
-            Some(w) => w,
-            None if from == RunStatus::Waiting => store
-                .run(run)?
-                .and_then(|(_, st)| st)
-                .map(|st| st.waits)
-                .unwrap_or_default(),
+        // stays, naming the child). Parked in memory, its waits are exactly those. Otherwise
+        // (asleep beyond the window, recovered after a restart, handed back) the stored state
+        // may list waits that have since resolved — by a wake whose commit is still pending,
+        // or by the executor storing a deadline's result — whose results must stay: only the
+        // steps the store still has as `waiting` go, and none while a wake is pending.
+        let keys: Vec<String> = match waits {
+            Some(w) => w
+                .iter()
+                .filter(|w| !matches!(w, crate::model::WaitSpec::Child { .. }))
+                .map(|w| w.key().to_string())
+                .collect(),
+            None if from == RunStatus::Waiting && !s.pending_wakes.contains(run) => {
+                let listed: Vec<String> = store
+                    .run(run)?
+                    .and_then(|(_, st)| st)
+                    .map(|st| st.waits)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|w| !matches!(w, crate::model::WaitSpec::Child { .. }))
+                    .map(|w| w.key().to_string())
+                    .collect();
+                if listed.is_empty() {
+                    Vec::new()
+                } else {
+                    store
+                        .steps(run)?
+                        .into_iter()
+                        .filter(|(k, st)| st.status == StepStatus::Waiting && listed.contains(k))
+                        .map(|(k, _)| k)
+                        .collect()
+                }
+            }
             None => Vec::new(),
         };
-        for w in waits {
-            if !matches!(w, crate::model::WaitSpec::Child { .. }) {
-                writes.push(Write::DelStep {
-                    run: run.to_string(),
-                    key: w.key().to_string(),
-                });
-            }
+        for key in keys {
+            writes.push(Write::DelStep {
+                run: run.to_string(),
+                key,
+            });
         }
         writes.push(Write::PutState {
             id: run.to_string(),

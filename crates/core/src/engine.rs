@@ -773,6 +773,9 @@ pub(crate) struct Sched {
     pub(crate) suspects_held: Vec<QueueEntry>,
     /// Tasks whose due runs waited for their definition (logged once each).
     pub(crate) warned_tasks: HashSet<String>,
+    /// Runs woken by a commit not applied yet (their stored state still says `waiting`).
+    pub(crate) pending_wakes: HashSet<String>,
+    pub(crate) wakes_deferred: Vec<String>,
 }
 
 impl Sched {
@@ -792,7 +795,14 @@ impl Sched {
             if self.timers.len() > self.timer_cap.max(2 * self.timer_window) {
                 self.shrink_timers();
             }
-        } else if self.tasks.contains_key(&e.task) {
+        } else {
+            self.make_ready(e);
+        }
+    }
+
+    /// Puts a due run in the ready queue (or with the runs waiting for their task).
+    pub(crate) fn make_ready(&mut self, e: QueueEntry) {
+        if self.tasks.contains_key(&e.task) {
             let priority = self.flows.get(&e.id).map(|f| f.priority).unwrap_or(0);
             self.ready.push(Ready(priority, Timer::from_entry(e)));
         } else {
@@ -996,6 +1006,7 @@ impl Sched {
     /// schedule once applied, and the records of claims and crash counts that are done.
     pub(crate) fn drain_deferred(&mut self, writes: &mut Vec<Write>, after: &mut AfterCommit) {
         after.new_runs.append(&mut self.deferred);
+        after.wakes.append(&mut self.wakes_deferred);
         for batch in self.claims_done.drain(..) {
             writes.push(Write::DelClaims { batch });
         }
@@ -1039,6 +1050,7 @@ pub(crate) struct AfterCommit {
     pub idem: Vec<(String, String)>,
     pub events: Vec<String>,
     pub tokens: Vec<String>,
+    pub wakes: Vec<String>,
 }
 
 impl Engine {
@@ -1773,6 +1785,9 @@ impl Engine {
                 for (id, _) in &after.finished {
                     s.pending_outcomes.remove(id);
                 }
+                for id in &after.wakes {
+                    s.pending_wakes.remove(id);
+                }
                 if res.is_ok() {
                     for e in after.new_runs {
                         s.schedule(e, now);
@@ -1940,6 +1955,11 @@ impl Engine {
                 let batch = s.seq + 1; // taken below if anything is picked
                 let mut refills = 0;
                 while picked.len() < room {
+                    // A due spilled run goes before a younger or lower-priority ready one: look
+                    // again before each pick (cheap unless a spilled page is due).
+                    if s.spill_after.is_some_and(|(at, _)| at <= now) {
+                        s.refill(&*store, now, room - picked.len())?;
+                    }
                     let Some(Ready(_, t)) = s.ready.pop() else {
                         // Stale entries may have filled the page of due spilled timers: page
                         // in more while there is room and some are due.
@@ -2725,6 +2745,8 @@ impl Engine {
             });
         }
         let e = s.enqueue(run, &w.task, now);
+        s.pending_wakes.insert(run.to_string());
+        s.wakes_deferred.push(run.to_string());
         writes.push(Write::Enqueue(e.clone()));
         writes.push(Write::PutState {
             id: run.to_string(),
