@@ -15,9 +15,13 @@
 //! Crashes land while commits are in flight through *stall windows*: the test stalls the disk
 //! (`sync` blocks, `apply` goes on, as with a slow fsync) and issues a few calls — triggers,
 //! sends, reports, cancels, token completions, claims — each polled once: its decision is
-//! made and its write applied, but it is not acknowledged. The window ends by un-stalling the
-//! disk (every call is acknowledged, in order) or by a crash with a random cut. Crashes also
-//! happen between steps, with the writer idle.
+//! made and its write applied, but it is not acknowledged. A call that writes nothing (a
+//! trigger answered by idempotency keys, a send of duplicate events, a cancel of a run that
+//! ended) still submits a request, an empty one, and answers once it is durable: it ends at
+//! the cut point of the request before it, so a crash keeps it exactly when it keeps what its
+//! answer names. The window ends by un-stalling the disk (every call is acknowledged, in
+//! order) or by a crash with a random cut. Crashes also happen between steps, with the writer
+//! idle.
 //!
 //! **Why it is sound.** The writer applies requests in submission order and acknowledges one
 //! only after a `sync` that began after its apply: an acknowledged write is never in the undo
@@ -59,14 +63,18 @@
 //!
 //! - every acknowledged run exists, once per ordinal, and no other run does; every
 //!   acknowledged step result, event and token completion is stored, unchanged (`get_run` and
-//!   the raw store after every crash);
+//!   the raw store after every crash) — except that a run cancelled while it was not held
+//!   loses the steps of its waits still `waiting` (a child's step stays), and no step of it
+//!   is left `waiting`;
 //! - every claim shows exactly the results written for its run (memoization), at the attempt
 //!   its last durable state says; a wait's result is plausible (the right event, the token's
 //!   data, the child's output or `E_RUN_FAILED`);
-//! - an ended run keeps its one end and is never handed out again; `cancel` says `false` only
-//!   for runs that ended; aborts come exactly for runs cancelled while held; a run shows
-//!   `running` exactly while the executor holds it, `waiting` only after it parked;
-//! - no answer relies on a write that a crash then drops (acknowledged before durable);
+//! - an ended run keeps its one end and is never handed out again; `cancel` says `false`
+//!   exactly for runs that ended (or whose end is in flight); aborts come exactly for runs
+//!   cancelled while held; a run shows `running` exactly while the executor holds it,
+//!   `waiting` only after it parked;
+//! - no answer comes before its request is durable: with the disk stalled no trigger, send,
+//!   cancel or token completion answers, even one that writes nothing;
 //! - a run is never handed out twice at once, nor before its delay, sleep or backoff ends, and
 //!   is handed out by the first claim with room once due, unless a limit holds it back;
 //! - at most 2 runs per concurrency key execute, at most 2 starts per throttle key in any
@@ -125,8 +133,10 @@ const BACK_JUMPS: bool = true;
 
 /// Engine bugs the simulation found, each with a minimal `#[ignore]`d reproduction at the end
 /// of this file. While a bug is listed, the simulation steers clear of it (or accepts it) so
-/// that the rest stays useful; `DURABLY_SIM_EXPOSE=3` (a list, or `all`) exposes bug 3 anyway.
-/// Remove a bug from the list once it is fixed.
+/// that the rest stays useful; `DURABLY_SIM_EXPOSE=7` (a list, or `all`) exposes bug 7 anyway.
+/// Remove a bug from the list once it is fixed (and un-ignore its reproduction).
+///
+/// Bugs 1–6 are fixed (their reproductions run as regression tests):
 ///
 /// 1. Events are ordered by wall-clock time: after the clock steps back, an event sent
 ///    after a run parked does not resume it. (Exposed: expect those wake-ups.)
@@ -146,7 +156,21 @@ const BACK_JUMPS: bool = true;
 /// 6. After a restart the engine numbers events from the largest *queue* seq: an event in
 ///    the same millisecond as one before the restart can sort before it, or overwrite its
 ///    name-index key. (Exposed: reopen at the same millisecond; else a restart takes 1 ms.)
-const KNOWN_BUGS: &[u8] = &[];
+///
+/// Open:
+///
+/// 7. A claim checks once, before it pops anything, whether the ready run it would hand out
+///    next is behind a due spilled timer (negative priority, or younger); it does not look
+///    again after popping the head. Negative-priority runs behind it are handed out before
+///    the due spilled runs (priority 0), which the claim pages in only once the ready queue
+///    ran dry — after them in the same claim, or not at all when the claim is full.
+///    (Accepted: a priority-0 run after a negative one in a claim, with a small timer window.)
+/// 8. After the wall clock steps back, a freed concurrency slot moves up a blocked run that
+///    was due but now has a time in the future: it goes back to the timers, and the slot
+///    stays idle until that time while due runs of the key wait behind it (with
+///    `limit: 1`, as long as the clock went back). (Accepted: a due run of a key with a free
+///    slot may wait while a run of that key was due at a claim and is not now.)
+const KNOWN_BUGS: &[u8] = &[7, 8];
 
 /// Whether the simulation exercises (and checks) known bug `n`.
 fn expose(n: u8) -> bool {
@@ -1087,6 +1111,9 @@ enum MemoO {
     Exact(MStep),
     /// A wait parked on with this deadline: waiting still, or resolved.
     Waiting(Option<u64>),
+    /// A wait (not a child's) of a run cancelled while it was not running: the cancel
+    /// deleted the step if it was still waiting; resolved, it stays. Never `waiting`.
+    Dropped,
 }
 
 #[derive(Debug)]
@@ -1149,6 +1176,11 @@ enum Desc {
     Cancel {
         id: String,
         normal: bool,
+        /// The executor held the run (its steps stay as they are).
+        held: bool,
+        /// The oracle's verdict: the run was live and no end of it was in flight, so the
+        /// cancel ends it (`true`); else it answers `false`, writing nothing.
+        ends: bool,
     },
     Token {
         tok: String,
@@ -1170,8 +1202,6 @@ struct Window {
     idem: Vec<((String, String), IdemRef)>,
     events: BTreeMap<String, usize>,
     terminal: BTreeMap<String, usize>,
-    /// Calls answered at once from a decision whose write was still in flight.
-    early: Vec<(String, usize)>,
 }
 
 struct Cfg {
@@ -1583,13 +1613,29 @@ impl Sim {
     // --- issuing calls ----------------------------------------------------------------------
 
     /// Polls a call once: answered at once, awaited (outside windows), or left in flight.
-    /// `dep`: the window request whose in-flight write an immediate answer would rely on.
-    fn issue(&mut self, mut fut: Fut, desc: Desc, dep: Option<(String, usize)>) -> R {
+    /// `dep`: what an immediate answer would rely on (a write still in flight).
+    ///
+    /// A trigger, a send, a cancel and a token completion always submit a request to the
+    /// writer — an empty one when they write nothing (a trigger answered by idempotency
+    /// keys, a send of duplicates, a cancel of an ended run) — and answer once it is
+    /// durable: with the disk stalled none may answer at once. (A report of ops that change
+    /// nothing writes nothing and may.)
+    fn issue(&mut self, mut fut: Fut, desc: Desc, dep: Option<String>) -> R {
         let before = self.disk.applies();
         match poll_once(&mut fut) {
             Poll::Ready(out) => {
-                if let (Some(w), Some(d)) = (&mut self.window, dep) {
-                    w.early.push(d);
+                let call = match &desc {
+                    Desc::Trigger { .. } => Some("a trigger"),
+                    Desc::Send { .. } => Some("a send"),
+                    Desc::Cancel { .. } => Some("a cancel"),
+                    Desc::Token { .. } => Some("a token completion"),
+                    Desc::Report { .. } | Desc::Barrier => None,
+                };
+                if let (Some(_), Some(call)) = (&self.window, call) {
+                    bail!(
+                        "{call} answered while the disk was stalled (before its request was durable){}",
+                        dep.map(|d| format!(": {d}")).unwrap_or_default()
+                    )
                 }
                 self.ack(desc, Some(out))
             }
@@ -1664,11 +1710,8 @@ impl Sim {
                                 match found {
                                     Some(f) => {
                                         existing = Some(f.n);
-                                        if let Some(r) = f.req {
-                                            dep = Some((
-                                                format!("a trigger with idempotency key {key} resolved to n{}, whose trigger was not durable", f.n),
-                                                r,
-                                            ));
+                                        if f.req.is_some() {
+                                            dep = Some(format!("a trigger with idempotency key {key} resolved to n{}, whose trigger was not durable", f.n));
                                         }
                                     }
                                     None => {
@@ -1790,10 +1833,13 @@ impl Sim {
                     Some(e) => e.clone(),
                     None => self.pending_event(&id)?,
                 };
-                if let Some(r) = self.window.as_ref().and_then(|w| w.events.get(&id)) {
-                    dep = Some((
-                        format!("send() of a repeated event {id} resolved while the event was not durable"),
-                        *r,
+                if self
+                    .window
+                    .as_ref()
+                    .is_some_and(|w| w.events.contains_key(&id))
+                {
+                    dep = Some(format!(
+                        "send() of a repeated event {id} resolved while the event was not durable"
                     ));
                 }
                 events.push((ev, true));
@@ -2025,20 +2071,19 @@ impl Sim {
         if pending_end.is_some() && !expose(3) {
             return Ok(());
         }
-        let dep = pending_end.map(|r| {
-            (
-                format!(
-                    "cancel({}) answered from a decision (its end) that was not durable",
-                    self.n_of(&id)
-                ),
-                r,
+        let dep = pending_end.map(|_| {
+            format!(
+                "cancel({}) answered from a decision (its end) that was not durable",
+                self.n_of(&id)
             )
         });
-        if self.running.remove(&id) {
+        let held = self.running.remove(&id);
+        if held {
             self.expect_abort.insert(id.clone());
         }
         let normal = self.window.is_none();
-        if self.runs[&id].terminal.is_none() && pending_end.is_none() {
+        let ends = self.runs[&id].terminal.is_none() && pending_end.is_none();
+        if ends {
             if let Some(r) = self.next_req() {
                 if let Some(w) = &mut self.window {
                     w.terminal.insert(id.clone(), r);
@@ -2049,7 +2094,16 @@ impl Sim {
         let e = self.engine.clone();
         let target = id.clone();
         let fut: Fut = Box::pin(async move { Out::Bool(e.cancel(&target).await) });
-        self.issue(fut, Desc::Cancel { id, normal }, dep)
+        self.issue(
+            fut,
+            Desc::Cancel {
+                id,
+                normal,
+                held,
+                ends,
+            },
+            dep,
+        )
     }
 
     fn action_token(&mut self) -> R {
@@ -2162,7 +2216,11 @@ impl Sim {
             ));
         }
         for w in prios.windows(2) {
-            if w[0].0 < w[1].0 {
+            // Bug 7: a due spilled timer (priority 0: a run with a priority has flow facts
+            // and is never spilled) paged in once the ready queue ran dry comes after the
+            // negative-priority runs popped before it.
+            let bug7 = w[0].0 < 0 && w[1].0 == 0 && self.cfg.timer_window < 4_096;
+            if w[0].0 < w[1].0 && (expose(7) || !bug7) {
                 bail!(
                     "priority not honoured in one claim: n{} (priority {}) before n{} (priority {})",
                     w[0].1,
@@ -2271,6 +2329,7 @@ impl Sim {
                         bail!("n{n}: wait {key} claimed as {s:?}")
                     }
                 }
+                MemoO::Dropped => bail!("n{n}: claimed after it was cancelled"),
             }
         }
         for (key, s) in &claimed {
@@ -2454,10 +2513,9 @@ impl Sim {
                     }
                     for (i, it) in items.iter().enumerate() {
                         let n = it.existing.unwrap_or(it.n);
-                        if it.existing.is_none() || results.is_some() {
-                            // Acknowledged: the run it names is durable.
-                            self.make_durable(n)?;
-                        }
+                        // Acknowledged, or kept by a crash: the run it names is durable (an
+                        // existing run's trigger came before, in this prefix or durable).
+                        self.make_durable(n)?;
                         if let Some(ids) = &ids {
                             self.bind(n, &ids[i])?;
                         }
@@ -2507,11 +2565,18 @@ impl Sim {
                 }
                 Ok(())
             }
-            Desc::Cancel { id, normal } => {
+            Desc::Cancel {
+                id,
+                normal,
+                held,
+                ends,
+            } => {
+                // Kept by a crash without an answer: it did what it decided (a cancel of an
+                // ended run is an empty request, kept or not).
                 let done = match out {
                     Some(Out::Bool(Ok(b))) => b,
                     Some(Out::Bool(Err(e))) => bail!("cancel failed: {e}"),
-                    None => true,
+                    None => ends,
                     _ => bail!("a cancel answered something else"),
                 };
                 let n = self.n_of(&id);
@@ -2520,9 +2585,24 @@ impl Sim {
                     if let Some(t) = o.terminal {
                         bail!("cancel({n}) ended a run that had ended already ({t:?})")
                     }
+                    if !ends {
+                        bail!("cancel({n}) ended a run whose end was in flight")
+                    }
                     o.terminal = Some(RunStatus::Cancelled);
                     o.not_before = None;
-                } else if normal && o.terminal.is_none() {
+                    if !held {
+                        // Ended while waiting (or queued): its waits go, and the steps of
+                        // those still waiting with them; a child's step stays.
+                        let prog = o.prog.clone();
+                        for (key, m) in o.memo.iter_mut() {
+                            let child =
+                                matches!(key_kind(&prog, key), Some(KeyKind::Invoke { .. }));
+                            if matches!(m, MemoO::Waiting(_)) && !child {
+                                *m = MemoO::Dropped;
+                            }
+                        }
+                    }
+                } else if (normal || ends) && o.terminal.is_none() {
                     bail!(
                         "cancel({n}) said the run had ended, but it is live ({:?})",
                         o.last_status
@@ -2748,11 +2828,6 @@ impl Sim {
         let cuts = self.disk.cut_points();
         let cut = self.rng.pick(&cuts);
         let kept = w.pending.iter().filter(|p| p.end_pos <= cut).count();
-        for (what, dep) in &w.early {
-            if w.pending.get(*dep).is_none_or(|p| p.end_pos > cut) {
-                bail!("acknowledged before durable: {what}; the crash dropped that write")
-            }
-        }
         self.note(format!(
             "crash keeping {kept} of {} in-flight requests (cut {cut} of {:?})",
             w.pending.len(),
@@ -2880,7 +2955,17 @@ impl Sim {
                         .iter()
                         .filter(|r| self.runs[*r].task == "limited" && self.runs[*r].ckey == o.ckey)
                         .count();
-                    if held < LIMIT {
+                    // Bug 8: the slot went to a blocked run that was due at a claim (by `hw`)
+                    // but is not now, after the clock stepped back: it stays idle until then.
+                    let bug8 = views.iter().any(|w| {
+                        let p = &self.runs[&w.id];
+                        p.task == "limited"
+                            && p.ckey == o.ckey
+                            && !self.running.contains(&w.id)
+                            && !w.status.is_terminal()
+                            && w.ready_at.is_some_and(|r| r > now && r <= self.hw)
+                    });
+                    if held < LIMIT && (expose(8) || !bug8) {
                         let same: Vec<String> = views
                             .iter()
                             .filter(|w| {
@@ -3127,6 +3212,8 @@ impl Sim {
                 match (m, got) {
                     (MemoO::Exact(rec), Some(s)) if s == rec => {}
                     (MemoO::Waiting(_), Some(_)) => {}
+                    (MemoO::Dropped, None) => {}
+                    (MemoO::Dropped, Some(s)) if s.status != StepStatus::Waiting => {}
                     _ => bail!("n{n}: acknowledged step {key} ({m:?}) is stored as {got:?}"),
                 }
             }
@@ -3746,5 +3833,87 @@ fn bug4_stats_count_due_spilled_timers_as_delayed() {
     assert_eq!(
         stats.delayed, 0,
         "all 3 runs are due, none has a time in the future: {stats:?}"
+    );
+}
+
+/// Bug 7. A claim looks once, before it pops anything, whether the run it would hand out
+/// next is behind a due spilled timer; it does not look again after popping the head. A
+/// negative-priority run behind that head is handed out before the due spilled runs
+/// (priority 0), which the claim pages in only when the ready queue runs dry: after it in
+/// the same claim, or not at all when the claim is full (both here).
+#[test]
+#[ignore = "bug 7: open"]
+fn bug7_a_negative_priority_run_is_handed_out_before_a_due_spilled_timer() {
+    let clock = Arc::new(ManualClock::new(EPOCH));
+    let opts = EngineOptions {
+        timer_window: 1,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::open(durably_core::open_memory().unwrap(), clock.clone(), opts).unwrap();
+    engine.register_task("t", policy(json!({}))).unwrap();
+    // Four sleepers until t+1s: the first stays in memory, the others are spilled.
+    let mut sleepers = Vec::new();
+    for _ in 0..4 {
+        let run = repro_trigger(&engine, "t");
+        assert_eq!(claimed_ids(&engine), std::slice::from_ref(&run));
+        let wait = json!({"kind": "sleep", "key": "nap", "wakeAt": EPOCH + 1_000});
+        repro_report(
+            &engine,
+            json!([{"op": "wait", "run": run, "waits": [wait]}]),
+        );
+        sleepers.push(run);
+    }
+    // A cancelled queued run (a stale ready entry) and a run of priority -1.
+    let gone = repro_trigger(&engine, "t");
+    assert!(block_on(engine.cancel(&gone)).unwrap());
+    let item: TriggerItem =
+        serde_json::from_value(json!({"task": "t", "payload": {}, "priority": -1})).unwrap();
+    let low = block_on(engine.trigger(vec![vec![item]]))
+        .remove(0)
+        .unwrap()
+        .remove(0);
+    clock.set(EPOCH + 1_000);
+    // An executor with 3 free slots: 4 runs of priority 0 are due, and one of priority -1.
+    let got: Vec<String> = engine
+        .try_claim(3)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let labels: Vec<&str> = got
+        .iter()
+        .map(|id| if *id == low { "low" } else { "sleeper" })
+        .collect();
+    assert_eq!(
+        labels, ["sleeper"; 3],
+        "the run of priority -1 waits while runs of priority 0 are due (it is handed out \
+         between them, and two due sleepers are left for a later claim)"
+    );
+}
+
+/// Bug 8. After the wall clock steps back, a freed concurrency slot moves up the oldest
+/// blocked run even though its time is now in the future: it goes back to the timers, and
+/// the slot stays idle until then while a due run of the key waits behind it (with
+/// `limit: 1`, for as long as the clock went back).
+#[test]
+#[ignore = "bug 8: open"]
+fn bug8_after_the_clock_steps_back_a_freed_slot_stays_idle() {
+    let (engine, clock) = repro_engine(&[("one", json!({"concurrency": {"limit": 1}}))]);
+    clock.set(EPOCH + 10_000);
+    let a = repro_trigger(&engine, "one");
+    let b = repro_trigger(&engine, "one"); // due now, blocked behind a
+    assert_eq!(claimed_ids(&engine), std::slice::from_ref(&a));
+    clock.set(EPOCH); // the clock steps back 10 s
+    let c = repro_trigger(&engine, "one"); // due now, blocked behind b
+    assert!(claimed_ids(&engine).is_empty(), "a holds the slot");
+    repro_report(
+        &engine,
+        json!([{"op": "complete", "run": a, "output": null}]),
+    );
+    let got = claimed_ids(&engine);
+    assert_eq!(
+        got.len(),
+        1,
+        "the slot is free and runs of the key are due ({b} was, {c} is): one must start"
     );
 }
