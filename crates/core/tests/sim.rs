@@ -78,7 +78,8 @@
 //! - a run is never handed out twice at once, nor before its delay, sleep or backoff ends, and
 //!   is handed out by the first claim with room once due, unless a limit holds it back;
 //! - at most 2 runs per concurrency key execute, at most 2 starts per throttle key in any
-//!   5 s (when the engine has room for every run the throttle releases), priorities are
+//!   5 s (when the engine has room for every run the throttle releases; after the clock
+//!   steps back, a start in the future counts as made then), priorities are
 //!   honoured within a claim, the engine's concurrency is never exceeded;
 //! - an event, a token completion or a child's end resumes the runs parked on it, and one
 //!   that came first resolves the wait at once;
@@ -170,7 +171,13 @@ const BACK_JUMPS: bool = true;
 ///    stays idle until that time while due runs of the key wait behind it (with
 ///    `limit: 1`, as long as the clock went back). (Accepted: a due run of a key with a free
 ///    slot may wait while a run of that key was due at a claim and is not now.)
-const KNOWN_BUGS: &[u8] = &[7, 8];
+/// 9. A cancel deletes the steps of every wait the run's stored state lists without looking
+///    at them: a wait that ended by its deadline and whose result the executor then wrote
+///    (a sleep over, a wait timed out: null) keeps the state as it was, so cancelling the run
+///    when it is not running (handed back, or after a crash) deletes that acknowledged
+///    result. (Accepted: such a null result of the last park's wait may be gone after a
+///    cancel.)
+const KNOWN_BUGS: &[u8] = &[7, 8, 9];
 
 /// Whether the simulation exercises (and checks) known bug `n`.
 fn expose(n: u8) -> bool {
@@ -1114,6 +1121,9 @@ enum MemoO {
     /// A wait (not a child's) of a run cancelled while it was not running: the cancel
     /// deleted the step if it was still waiting; resolved, it stays. Never `waiting`.
     Dropped,
+    /// Bug 9: this record, or deleted by a cancel (a wait of the run's last park that ended
+    /// by its deadline, resolved by the executor: null).
+    ExactOrGone(MStep),
 }
 
 #[derive(Debug)]
@@ -1134,6 +1144,8 @@ struct RunO {
     waits: Vec<WaitO>,
     park_order: u64,
     park_regressed: bool,
+    /// The step keys of its last park, until a state write (a requeue) drops its waits.
+    park_keys: Vec<String>,
     /// The run-level attempt its next claim must show (retries add one, nothing else moves it).
     attempt: u32,
 }
@@ -1567,6 +1579,7 @@ impl Sim {
                 waits: Vec::new(),
                 park_order: 0,
                 park_regressed: false,
+                park_keys: Vec::new(),
                 attempt: 1,
             },
         );
@@ -2147,6 +2160,14 @@ impl Sim {
     fn set_clock(&mut self, t: u64) {
         if t < self.now {
             self.era += 1;
+            // After the clock steps back, the engine counts a throttle start "in the future"
+            // as now (at its next look at the window, which is no earlier: its window then
+            // holds each such start at least as long as this one does).
+            for starts in self.throttle_starts.values_mut() {
+                for (at, _) in starts.iter_mut() {
+                    *at = (*at).min(t);
+                }
+            }
         } else {
             for o in self.runs.values_mut() {
                 if o.not_before.is_some_and(|nb| nb <= t) {
@@ -2180,6 +2201,13 @@ impl Sim {
     fn claim(&mut self) -> R<(usize, usize)> {
         let room = 1_000.min(self.cfg.concurrency.saturating_sub(self.running.len()));
         self.hw = self.hw.max(self.now);
+        // The engine looks at throttle windows only in claims, and may drop a start whose
+        // period ended by then (its time is never earlier than the oracle's, see
+        // `set_clock`): so does the oracle, once gone for good.
+        let now = self.now;
+        for starts in self.throttle_starts.values_mut() {
+            starts.retain(|(t, _)| t + THROTTLE_PERIOD > now);
+        }
         let batch = self
             .engine
             .try_claim_batch(1_000)
@@ -2329,7 +2357,9 @@ impl Sim {
                         bail!("n{n}: wait {key} claimed as {s:?}")
                     }
                 }
-                MemoO::Dropped => bail!("n{n}: claimed after it was cancelled"),
+                MemoO::Dropped | MemoO::ExactOrGone(_) => {
+                    bail!("n{n}: claimed after it was cancelled")
+                }
             }
         }
         for (key, s) in &claimed {
@@ -2361,16 +2391,10 @@ impl Sim {
             }
         }
         if o.task == "throttled" {
-            // Starts the engine cannot have pruned yet: not expired at the latest claim
-            // (after the clock went back, ones that expired earlier are gone for good).
-            let hw = self.hw;
+            // Starts the engine cannot have pruned yet (`claim` drops the others).
             let starts = self.throttle_starts.entry(o.tkey.clone()).or_default();
             starts.push((now, n));
-            let in_window: Vec<(u64, u64)> = starts
-                .iter()
-                .filter(|(t, _)| t + THROTTLE_PERIOD > hw)
-                .copied()
-                .collect();
+            let in_window = starts.clone();
             if self.cfg.check_throttle && in_window.len() > THROTTLE_LIMIT {
                 let list: Vec<String> = in_window
                     .iter()
@@ -2594,11 +2618,22 @@ impl Sim {
                         // Ended while waiting (or queued): its waits go, and the steps of
                         // those still waiting with them; a child's step stays.
                         let prog = o.prog.clone();
+                        let parked = o.park_keys.clone();
                         for (key, m) in o.memo.iter_mut() {
-                            let child =
-                                matches!(key_kind(&prog, key), Some(KeyKind::Invoke { .. }));
-                            if matches!(m, MemoO::Waiting(_)) && !child {
-                                *m = MemoO::Dropped;
+                            if matches!(key_kind(&prog, key), Some(KeyKind::Invoke { .. })) {
+                                continue;
+                            }
+                            match m {
+                                MemoO::Waiting(_) => *m = MemoO::Dropped,
+                                MemoO::Exact(rec)
+                                    if !expose(9)
+                                        && parked.contains(key)
+                                        && rec.status == StepStatus::Completed
+                                        && rec.output == Some(Value::Null) =>
+                                {
+                                    *m = MemoO::ExactOrGone(rec.clone())
+                                }
+                                _ => {}
                             }
                         }
                     }
@@ -2690,6 +2725,7 @@ impl Sim {
                 let o = self.runs.get_mut(run).ok_or("reported run unknown")?;
                 o.memo.insert(key, MemoO::Exact(rec));
                 o.not_before = Some(now + delay);
+                o.park_keys.clear(); // the requeue writes its state without waits
             }
             OpKind::Wait {
                 waits,
@@ -2750,6 +2786,7 @@ impl Sim {
                 let sleep_only = waits.iter().all(|w| !w.indexed());
                 let wake = waits.iter().filter_map(WaitO::wake_at).min();
                 let o = self.runs.get_mut(run).ok_or("reported run unknown")?;
+                o.park_keys = keys.iter().map(|(k, _)| k.clone()).collect();
                 for (key, w) in keys {
                     o.memo.insert(key, MemoO::Waiting(w));
                 }
@@ -2781,6 +2818,7 @@ impl Sim {
                 } else {
                     o.not_before = Some(now + delay);
                     o.attempt += 1;
+                    o.park_keys.clear();
                 }
             }
             OpKind::Release => {}
@@ -3213,6 +3251,8 @@ impl Sim {
                     (MemoO::Exact(rec), Some(s)) if s == rec => {}
                     (MemoO::Waiting(_), Some(_)) => {}
                     (MemoO::Dropped, None) => {}
+                    (MemoO::ExactOrGone(rec), Some(s)) if s == rec => {}
+                    (MemoO::ExactOrGone(_), None) => {}
                     (MemoO::Dropped, Some(s)) if s.status != StepStatus::Waiting => {}
                     _ => bail!("n{n}: acknowledged step {key} ({m:?}) is stored as {got:?}"),
                 }
@@ -3915,5 +3955,46 @@ fn bug8_after_the_clock_steps_back_a_freed_slot_stays_idle() {
         got.len(),
         1,
         "the slot is free and runs of the key are due ({b} was, {c} is): one must start"
+    );
+}
+
+/// Bug 9. Cancelling a run deletes the steps of the waits its stored state lists, without
+/// looking at them: a wait that ended by its deadline (a sleep over, a wait timed out) is
+/// resolved by the executor's `step` op, which leaves the state as it was, so a cancel
+/// while the run is not running (handed back, or after a crash) deletes that acknowledged
+/// result. Only steps still `waiting` should go.
+#[test]
+#[ignore = "bug 9: open"]
+fn bug9_a_cancel_deletes_the_acknowledged_result_of_a_wait_that_ended() {
+    let (engine, clock) = repro_engine(&[("t", json!({}))]);
+    let run = repro_trigger(&engine, "t");
+    assert_eq!(claimed_ids(&engine), std::slice::from_ref(&run));
+    let wait = json!({"kind": "sleep", "key": "nap", "wakeAt": EPOCH + 1_000});
+    repro_report(
+        &engine,
+        json!([{"op": "wait", "run": run, "waits": [wait]}]),
+    );
+    clock.set(EPOCH + 1_000);
+    assert_eq!(claimed_ids(&engine), std::slice::from_ref(&run));
+    // The sleep is over: the executor records its result (acknowledged), then hands the run
+    // back (a crash here does the same).
+    repro_report(
+        &engine,
+        json!([{"op": "step", "run": run, "key": "nap", "attempt": 1, "output": null}]),
+    );
+    repro_report(&engine, json!([{"op": "release", "run": run}]));
+    assert!(block_on(engine.cancel(&run)).unwrap());
+    let view = engine.get_run(&run).unwrap().unwrap();
+    let nap: Vec<StepStatus> = view
+        .steps
+        .iter()
+        .flatten()
+        .filter(|s| s.id == "nap")
+        .map(|s| s.status)
+        .collect();
+    assert_eq!(
+        nap,
+        [StepStatus::Completed],
+        "the acknowledged result of the sleep is kept"
     );
 }
