@@ -96,8 +96,9 @@
 //! future, and a wait whose deadline came may have stopped listening: those checks turn into
 //! bounds that are exact when the clock never went back.
 //!
-//! Known engine bugs are behind the switches below (each with a minimal `#[ignore]`d
-//! reproduction at the end of this file), so that the rest of the simulation stays useful.
+//! Engine bugs it finds get a minimal reproduction at the end of this file (`#[ignore]`d and
+//! listed in `KNOWN_BUGS` while open, so that the rest of the simulation stays useful); the
+//! nine it found so far are fixed, and their reproductions run as regression tests.
 //!
 //! # Running it
 //!
@@ -143,7 +144,7 @@ const BACK_JUMPS: bool = true;
 /// that the rest stays useful; `DURABLY_SIM_EXPOSE=7` (a list, or `all`) exposes bug 7 anyway.
 /// Remove a bug from the list once it is fixed (and un-ignore its reproduction).
 ///
-/// Bugs 1–6 are fixed (their reproductions run as regression tests):
+/// Bugs 1–9 are fixed (their reproductions run as regression tests):
 ///
 /// 1. Events are ordered by wall-clock time: after the clock steps back, an event sent
 ///    after a run parked does not resume it. (Exposed: expect those wake-ups.)
@@ -183,7 +184,7 @@ const BACK_JUMPS: bool = true;
 ///    when it is not running (handed back, or after a crash) deletes that acknowledged
 ///    result. (Accepted: such a null result of the last park's wait may be gone after a
 ///    cancel.)
-const KNOWN_BUGS: &[u8] = &[7, 8, 9];
+const KNOWN_BUGS: &[u8] = &[];
 
 /// Whether the simulation exercises (and checks) known bug `n`.
 fn expose(n: u8) -> bool {
@@ -3574,7 +3575,7 @@ fn a_seed_replays_identically() {
 
 // --- minimal reproductions of bugs the simulation found ----------------------------------------
 //
-// Each is `#[ignore]`d while the bug stands: `cargo test -p durably-core --test sim -- --ignored`.
+// Each was `#[ignore]`d while the bug stood; all are fixed and run as regression tests.
 
 fn repro_engine(tasks: &[(&str, Value)]) -> (Engine, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(EPOCH));
@@ -3898,7 +3899,7 @@ fn bug4_stats_count_due_spilled_timers_as_delayed() {
 /// (priority 0), which the claim pages in only when the ready queue runs dry: after it in
 /// the same claim, or not at all when the claim is full (both here).
 #[test]
-#[ignore = "bug 7: open"]
+
 fn bug7_a_negative_priority_run_is_handed_out_before_a_due_spilled_timer() {
     let clock = Arc::new(ManualClock::new(EPOCH));
     let opts = EngineOptions {
@@ -3952,7 +3953,7 @@ fn bug7_a_negative_priority_run_is_handed_out_before_a_due_spilled_timer() {
 /// the slot stays idle until then while a due run of the key waits behind it (with
 /// `limit: 1`, for as long as the clock went back).
 #[test]
-#[ignore = "bug 8: open"]
+
 fn bug8_after_the_clock_steps_back_a_freed_slot_stays_idle() {
     let (engine, clock) = repro_engine(&[("one", json!({"concurrency": {"limit": 1}}))]);
     clock.set(EPOCH + 10_000);
@@ -3980,7 +3981,7 @@ fn bug8_after_the_clock_steps_back_a_freed_slot_stays_idle() {
 /// while the run is not running (handed back, or after a crash) deletes that acknowledged
 /// result. Only steps still `waiting` should go.
 #[test]
-#[ignore = "bug 9: open"]
+
 fn bug9_a_cancel_deletes_the_acknowledged_result_of_a_wait_that_ended() {
     let (engine, clock) = repro_engine(&[("t", json!({}))]);
     let run = repro_trigger(&engine, "t");
