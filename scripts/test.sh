@@ -2,6 +2,12 @@
 # The whole test suite, as CI runs it (.ci/run calls `npm test`, which calls this).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "== services (not needed by these tests; the peer benchmarks and the Postgres store will use them)"
+svc() { # name host port how-to-start
+  if (exec 3<>"/dev/tcp/$2/$3") 2>/dev/null; then echo "   $1 on $2:$3: up"; else echo "   $1 on $2:$3: DOWN — start it with: $4"; fi
+}
+svc Postgres 127.0.0.1 5432 "pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start"
+svc Redis 127.0.0.1 6379 "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"
 echo "== setup: npm ci, release build of the addon, tsc"
 bash scripts/setup.sh
 echo "== generated files are committed and current"
