@@ -76,9 +76,27 @@ fuzz_target!(|data: &[u8]| {
                 let mut parts = id.splitn(2, |b| *b == 0);
                 let name = String::from_utf8_lossy(parts.next().unwrap_or(&[]));
                 let at = parts.next().unwrap_or(&[]);
-                let after = (be(at), be(at.get(8..).unwrap_or(&[])));
-                let _ = store.events_after(&name, (0, 0), &mut |_| true);
-                let _ = store.events_after(&name, after, &mut |_| true);
+                let _ = store.events_after(&name, 0, &mut |_| true);
+                let _ = store.events_after(&name, be(at), &mut |_| true);
+                let _ = store.events_partly_indexed(&name, be(at), &mut |_| true);
+            }
+            b"v/" => {
+                let mut parts = id.splitn(3, |b| *b == 0);
+                let name = String::from_utf8_lossy(parts.next().unwrap_or(&[])).into_owned();
+                let path = String::from_utf8_lossy(parts.next().unwrap_or(&[])).into_owned();
+                let value = String::from_utf8_lossy(parts.next().unwrap_or(&[])).into_owned();
+                let _ = store.events_with_value(&name, &path, &value, 0, &mut |_| true);
+            }
+            b"z/" | b"j/" => {
+                let _ = store.due_for_purge(be(id), 10);
+            }
+            b"p/" => {
+                let _ = store.claims();
+                let _ = store.crashes();
+            }
+            b"g/" => {
+                let _ = store.oldest_events(&mut |_| true);
+                let _ = store.oldest_live_run();
             }
             b"k/" => {
                 let _ = store.token(&id_str);
