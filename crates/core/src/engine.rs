@@ -998,7 +998,7 @@ impl Sched {
     }
 
     pub(crate) fn next_seq(&mut self) -> u64 {
-        self.seq += 1;
+        self.seq = self.seq.saturating_add(1);
         self.seq
     }
 
@@ -1201,7 +1201,7 @@ impl Engine {
                 if !live(&sched, &run) {
                     continue; // it ended before the crash
                 }
-                let n = counts.get(&run).copied().unwrap_or(0) + 1;
+                let n = counts.get(&run).copied().unwrap_or(0).saturating_add(1);
                 counts.insert(run.clone(), n);
                 if n >= limit {
                     tracing::warn!("durably: run {run} was running each of the last {n} times the process died: it fails with E_RUN_POISONED");
@@ -1952,7 +1952,7 @@ impl Engine {
                 s.promote(now);
                 s.refill(&*store, now, room)?;
                 let mut picked = Vec::new();
-                let batch = s.seq + 1; // taken below if anything is picked
+                let batch = s.seq.saturating_add(1); // taken below if anything is picked
                 let mut refills = 0;
                 while picked.len() < room {
                     // A due spilled run goes before a younger or lower-priority ready one: look

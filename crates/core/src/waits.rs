@@ -378,7 +378,7 @@ impl crate::engine::Engine {
                         event: Some(json.clone()),
                         parent: None,
                         // Its waits see its own event and everything after it.
-                        created_seq: Some(seq - 1),
+                        created_seq: Some(seq.saturating_sub(1)),
                     };
                     self.admit(s, store, proto, keys, now, writes, after)?;
                 }

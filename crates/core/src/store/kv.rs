@@ -290,7 +290,7 @@ impl<K: Kv> Store for KvStore<K> {
             }
         }
         let reserved = self.reserved.load(Ordering::Acquire);
-        let reserve = (max_seq >= reserved).then(|| max_seq + SEQ_BLOCK);
+        let reserve = (max_seq >= reserved).then(|| max_seq.saturating_add(SEQ_BLOCK));
         if let Some(r) = reserve {
             ops.push((b"m/seq".to_vec(), Some(r.to_be_bytes().to_vec())));
         }

@@ -137,7 +137,9 @@ fn to_2<K: Kv>(kv: &K) -> Result<()> {
         k.extend_from_slice(&run);
         ops.push((k, Some(Vec::new())));
     }
-    let next = (order.len() as u64).max(max_queue_seq) + SEQ_BLOCK;
+    let next = (order.len() as u64)
+        .max(max_queue_seq)
+        .saturating_add(SEQ_BLOCK);
     ops.push((b"m/seq".to_vec(), Some(next.to_be_bytes().to_vec())));
     ops.push((b"m/schema".to_vec(), Some(2u32.to_be_bytes().to_vec())));
     // The old `n/` keys are removed first in the batch; the new ones (one seq, not ts + seq:
