@@ -13,6 +13,8 @@ export declare class NativeEngine {
   /** Opens the store (sled in `dataDir`, or memory) and recovers every unfinished run. */
   static open(opts: OpenOptions): NativeEngine
   registerTask(id: string, policyJson: string): void
+  /** Forgets a task (development: removed from an edited module); false if it was unknown. */
+  unregisterTask(id: string): boolean
   /**
    * `groups`: one JSON text per group, `[{task, payload, delayMs?, runAt?, tags?}, …]`.
    * Resolves with one entry per group: `{ ids }` or `{ error: "E_CODE: message" }`.

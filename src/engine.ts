@@ -18,6 +18,7 @@ import { addon, type NativeEngine } from './native';
 import { log, setLogging } from './log';
 import { checkName, describe, knownKeys, toMs, toTime, wellFormed, type EngineConfig, type TaskDef } from './options';
 import { flowMembers } from './flow';
+import { DevTaskSet, type Definer } from './hmr';
 import { toJson } from './json';
 import type { EventInput, ListRunsOptions, ResultOptions, Run, RunHandle, RunList, Schedule, ScheduleInput, ShutdownOptions, Stats, Token, TriggerOptions } from './types';
 import type { StoredError } from './errors';
@@ -76,6 +77,8 @@ const TRIGGER_OPTIONS = ['delay', 'runAt', 'idempotencyKey', 'idempotencyKeyTTL'
 export class Engine implements Executor {
   config: EngineConfig;
   readonly tasks = new Map<string, TaskDef>();
+  /** Development: which module defined which task, to forget removed ones. */
+  private devTasks?: DevTaskSet;
   private nat: NativeEngine | null = null;
   private started = false;
   private loop: Promise<void> | null = null;
@@ -272,11 +275,30 @@ export class Engine implements Executor {
     if (this.started && !this.loop) this.loop = this.claimLoop();
   }
 
-  register(def: TaskDef): void {
+  register(def: TaskDef, by?: Definer): void {
     this.tasks.set(def.id, def); // the newest definition of an id wins (HMR)
     if (this.nat) {
       const nat = this.nat;
       native(() => nat.registerTask(def.id, def.policyJson));
+    }
+    if (process.env.NODE_ENV === 'development') {
+      this.devTasks ??= new DevTaskSet(
+        (id, file) => {
+          this.unregister(id);
+          log.info(`task "${id}" is no longer defined in ${file}: it is unregistered (its events and schedule start nothing; its stored runs wait for a task with that id)`);
+        },
+        (file, ids) => log.debug(`tasks defined by ${file}: ${ids.join(', ') || '(none)'}`),
+      );
+      this.devTasks.defined(def.id, by);
+    }
+  }
+
+  /** Forgets a task this process no longer defines (development: see `hmr.ts`). */
+  unregister(id: string): void {
+    this.tasks.delete(id);
+    if (this.nat) {
+      const nat = this.nat;
+      native(() => nat.unregisterTask(id));
     }
   }
 

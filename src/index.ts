@@ -14,6 +14,7 @@
 import { Engine, checkExpression, policyJson, resolveConfig, toMs, validateTaskId, type TaskDef } from './engine';
 import { checkName, knownKeys, retentionMs, wellFormed } from './options';
 import { parseFlow } from './flow';
+import { definer } from './hmr';
 import { DurablyError, badOption } from './errors';
 import type { ConfigureOptions, EventInput, ListRunsOptions, Run, RunHandle, RunList, Schedule, ScheduleInput, ShutdownOptions, Stats, Task, TaskOptions, Token, TriggerOptions } from './types';
 
@@ -67,7 +68,7 @@ export function defineTask<P, O>(getEngine: () => Engine, opts: TaskOptions<P, O
     on,
     flow: Object.keys(flow).length > 0 ? flow : undefined,
     onFailure: opts.onFailure as TaskDef['onFailure'],
-  });
+  }, process.env.NODE_ENV === 'development' ? definer() : undefined);
   return {
     id,
     async trigger(payload: P, options?: TriggerOptions) {

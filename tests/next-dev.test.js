@@ -73,3 +73,37 @@ test('the dev server opened the store once (no E_DATA_DIR_LOCKED)', async () => 
   assert.strictEqual(stats.status, 200, JSON.stringify(stats.body));
   assert.doesNotMatch(server.output(), /E_DATA_DIR_LOCKED|could not acquire lock/);
 });
+
+test('a task removed from an edited module stops starting runs for its events', async (t) => {
+  // Add a second task that answers an event, then remove it again.
+  const extra = `\nexport const helloAgain = task({\n  id: 'hello-again',\n  on: 'dev/hello-again',\n  run: async () => 'again',\n});\n`;
+  fs.writeFileSync(helloFile, original + extra);
+  await poll('hello-again to be defined', async () => (await api(server, 'POST', 'trigger', { taskId: 'hello-again' })).status === 202, { timeoutMs: 60_000, intervalMs: 300 });
+
+  fs.writeFileSync(helloFile, original);
+  const t0 = Date.now();
+  // Each request re-evaluates the edited module; the removed task is unregistered once its
+  // file's definitions settle.
+  const gone = await poll(
+    'hello-again to be unregistered',
+    async () => {
+      const r = await api(server, 'POST', 'trigger', { taskId: 'hello-again' });
+      return r.status !== 202 ? r : null;
+    },
+    { timeoutMs: 60_000, intervalMs: 300 },
+  );
+  assert.strictEqual(gone.body.error?.code ?? gone.body.code, 'E_UNKNOWN_TASK', JSON.stringify(gone.body));
+  t.diagnostic(`the removed task was unregistered ${Date.now() - t0} ms after the edit`);
+
+  const count = async () => {
+    const list = await api(server, 'GET', 'runs?taskId=hello-again&limit=100');
+    assert.strictEqual(list.status, 200, JSON.stringify(list.body));
+    return list.body.runs.length;
+  };
+  const before = await count();
+  assert.ok(before >= 1, 'the triggers before the removal made runs');
+  // An event's runs are created with the event, before send() answers.
+  const sent = await api(server, 'POST', 'send', { name: 'dev/hello-again', data: {} });
+  assert.strictEqual(sent.status, 202, JSON.stringify(sent.body));
+  assert.strictEqual(await count(), before, 'the event sent after the removal started no run of the removed task');
+});

@@ -1,7 +1,7 @@
 //! Counts the keys and bytes of a (closed) data folder by keyspace, to see where its disk
 //! goes: `cargo run --release -p durably-core --example store_stats -- <dataDir>`.
 
-use durably_core::store::{Kv, SledKv};
+use durably_core::store::{Kv, KvStore, SledKv, Store};
 use std::collections::BTreeMap;
 
 fn main() {
@@ -42,4 +42,22 @@ fn main() {
     for (p, (n, b)) in by {
         println!("{p:>20} {n:>10} keys {:>10.1} MB", b as f64 / 1048576.0);
     }
+    // Is retention keeping up? Ended runs whose removal time has passed.
+    let store = KvStore::open(kv).expect("open the store");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let due = store
+        .due_for_purge(now, usize::MAX)
+        .expect("retention entries");
+    let oldest = due.runs.iter().map(|(at, _)| *at).min();
+    println!(
+        "retention: {} ended runs due for removal{}",
+        due.runs.len(),
+        oldest.map_or(String::new(), |at| format!(
+            ", the oldest {} s overdue",
+            now.saturating_sub(at) / 1000
+        ))
+    );
 }

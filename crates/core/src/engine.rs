@@ -1059,8 +1059,9 @@ impl Engine {
     }
 
     /// Queues writes whose outcome nobody awaits (a failure stops the engine all the same).
-    pub(crate) fn submit_quiet(&self, writes: Vec<Write>) {
-        self.inner.writer.submit(writes, Box::new(|_| {}));
+    /// Queues writes; `done` runs once they are durable (or failed).
+    pub(crate) fn submit_then(&self, writes: Vec<Write>, done: crate::writer::Done) {
+        self.inner.writer.submit(writes, done);
     }
 
     /// The retention entry of a run that ends now (none for a task kept forever).
@@ -1367,6 +1368,19 @@ impl Engine {
         }
         self.inner.work.notify_one();
         Ok(())
+    }
+
+    /// Forgets a task this process no longer defines (in development, a task removed or
+    /// renamed in an edited module): its event subscriptions stop starting runs, and its runs
+    /// and schedule wait for it as for any task no process defines. Stored runs are untouched.
+    /// Returns whether the task was registered.
+    pub fn unregister_task(&self, id: &str) -> Result<bool> {
+        let mut s = self.sched()?;
+        for subs in s.subs.values_mut() {
+            subs.retain(|(t, _)| t != id);
+        }
+        s.subs.retain(|_, subs| !subs.is_empty());
+        Ok(s.tasks.remove(id).is_some())
     }
 
     /// A payload, event data or token data: its size and nesting (`limits::check_value`).

@@ -36,8 +36,9 @@ impl Engine {
         Some(ended.saturating_add(ms))
     }
 
-    /// Removes up to `limit` of each kind of what retention made due, now. Returns what it
-    /// removed; the background pass calls it until it removes less than `limit`.
+    /// Removes up to `limit` of each kind of what retention made due, now, and waits until
+    /// that is on disk. Returns what it removed; the background pass calls it until it
+    /// removes less than `limit`.
     pub fn purge(&self, limit: usize) -> Result<Purged> {
         self.check_open()?;
         let store = self.store()?;
@@ -73,6 +74,7 @@ impl Engine {
         }
         let mut writes = Vec::new();
         let mut purged = Purged::default();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
         {
             let s = self.sched()?;
             for (id, at, ended, task, steps) in runs {
@@ -117,16 +119,43 @@ impl Engine {
                     key_too,
                 });
             }
-            if !writes.is_empty() {
-                // Queued under the lock: any decision that comes later is written after.
-                self.submit_quiet(writes);
+            if writes.is_empty() {
+                return Ok(purged);
             }
+            // Queued under the lock: any decision that comes later is written after.
+            self.submit_then(
+                writes,
+                Box::new(move |r| {
+                    let _ = done_tx.send(r);
+                }),
+            );
         }
+        // Wait (without the lock) until the removals are applied, so that the next pass reads
+        // past them: reading the same entries again would find their runs gone and stop the
+        // pass early, and retention would fall behind a busy engine (the soak showed it).
+        done_rx.recv().map_err(|_| crate::error::Error::Closed)??;
         Ok(purged)
     }
 }
 
-/// Runs `purge` every `every` until the engine closes: the retention thread.
+impl Engine {
+    /// Removes everything retention made due, `limit` of each kind at a time (what the
+    /// background pass does). Returns the totals.
+    pub fn purge_due(&self, limit: usize) -> Result<Purged> {
+        let mut total = Purged::default();
+        loop {
+            let p = self.purge(limit)?;
+            total.runs += p.runs;
+            total.events += p.events;
+            total.keys += p.keys;
+            if p.runs < limit && p.events < limit && p.keys < limit {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Runs `purge_due` every `every` until the engine closes: the retention thread.
 pub(crate) fn spawn(engine: std::sync::Weak<crate::engine::Inner>, every: Duration) {
     let _ = std::thread::Builder::new()
         .name("durably-retention".into())
@@ -136,7 +165,9 @@ pub(crate) fn spawn(engine: std::sync::Weak<crate::engine::Inner>, every: Durati
             loop {
                 std::thread::sleep(tick);
                 waited += tick;
-                let Some(inner) = engine.upgrade() else { return };
+                let Some(inner) = engine.upgrade() else {
+                    return;
+                };
                 let e = Engine::from_inner(inner);
                 if e.is_closed() {
                     return;
@@ -145,20 +176,19 @@ pub(crate) fn spawn(engine: std::sync::Weak<crate::engine::Inner>, every: Durati
                     continue;
                 }
                 waited = Duration::ZERO;
-                loop {
-                    match e.purge(500) {
-                        Ok(p) if p.runs == 500 || p.events == 500 || p.keys == 500 => continue,
-                        Ok(p) => {
-                            if p != Purged::default() {
-                                tracing::debug!("durably: retention removed {} runs, {} events, {} idempotency keys", p.runs, p.events, p.keys);
-                            }
-                            break;
-                        }
-                        Err(err) => {
-                            if !e.is_closed() {
-                                tracing::warn!("durably: retention pass failed: {err}");
-                            }
-                            break;
+                match e.purge_due(500) {
+                    Ok(p) if p != Purged::default() => {
+                        tracing::debug!(
+                            "durably: retention removed {} runs, {} events, {} idempotency keys",
+                            p.runs,
+                            p.events,
+                            p.keys
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        if !e.is_closed() {
+                            tracing::warn!("durably: retention pass failed: {err}");
                         }
                     }
                 }

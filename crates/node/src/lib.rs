@@ -187,6 +187,12 @@ impl NativeEngine {
         self.engine.register_task(&id, policy).map_err(js_err)
     }
 
+    /// Forgets a task (development: removed from an edited module); false if it was unknown.
+    #[napi(catch_unwind)]
+    pub fn unregister_task(&self, id: String) -> Result<bool> {
+        self.engine.unregister_task(&id).map_err(js_err)
+    }
+
     /// `groups`: one JSON text per group, `[{task, payload, delayMs?, runAt?, tags?}, …]`.
     /// Resolves with one entry per group: `{ ids }` or `{ error: "E_CODE: message" }`.
     #[napi]
