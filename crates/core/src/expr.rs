@@ -295,6 +295,30 @@ impl Expr {
     }
 }
 
+impl Expr {
+    /// An equality every match must meet — `root.path == "text"` (or `true`/`false`) on its
+    /// own or as a term of `&&` — as (`path`, the literal), or None. A wait's `if` of that
+    /// shape (Inngest's `async.data.id == event.data.id`, once the run's event is bound) is
+    /// looked up in the event value index instead of scanning. Numbers are left out: `==`
+    /// compares them by value (1 == 1.0), the index by text.
+    pub fn required_equality(&self, root: &str) -> Option<(String, Value)> {
+        match self {
+            Expr::Cmp(CmpOp::Eq, a, b) => match (&**a, &**b) {
+                (Expr::Path(p), Expr::Lit(v)) | (Expr::Lit(v), Expr::Path(p))
+                    if p.len() > 1 && p[0] == root && (v.is_string() || v.is_boolean()) =>
+                {
+                    Some((p[1..].join("."), v.clone()))
+                }
+                _ => None,
+            },
+            Expr::And(a, b) => a
+                .required_equality(root)
+                .or_else(|| b.required_equality(root)),
+            _ => None,
+        }
+    }
+}
+
 /// The most operators and parentheses an expression may have. Parsing, evaluating,
 /// binding and dropping recurse once per level of nesting, and a chain of `&&`/`||` nests
 /// too: without a bound, a long or deeply nested expression overflows the stack (found by
@@ -424,6 +448,34 @@ mod tests {
             &parse("if", src).unwrap(),
             &[("event", &event), ("async", &incoming)],
         )
+    }
+
+    #[test]
+    fn an_equality_every_match_must_meet_is_found_for_the_index() {
+        let trigger = json!({"data": {"userId": "u1", "n": 3}});
+        let req = |src: &str| {
+            parse("if", src)
+                .unwrap()
+                .bind("event", &trigger)
+                .required_equality("async")
+        };
+        let u1 = Some(("data.userId".to_string(), json!("u1")));
+        assert_eq!(req("async.data.userId == event.data.userId"), u1);
+        assert_eq!(
+            req("event.data.userId == async.data.userId && async.data.x > 1"),
+            u1
+        );
+        assert_eq!(req("async.data.x > 1 && async.data.userId == 'u1'"), u1);
+        assert_eq!(
+            req("async.data.ok == true"),
+            Some(("data.ok".to_string(), json!(true)))
+        );
+        // Not required of every match, or compared by value rather than text: no index.
+        assert_eq!(req("async.data.userId == 'u1' || async.data.x > 1"), None);
+        assert_eq!(req("!(async.data.userId == 'u1')"), None);
+        assert_eq!(req("async.data.n == event.data.n"), None);
+        assert_eq!(req("async.data.userId != 'u1'"), None);
+        assert_eq!(req("async == 'u1'"), None);
     }
 
     #[test]

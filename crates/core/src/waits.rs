@@ -230,8 +230,9 @@ pub fn trigger_value(rec: &RunRecord) -> Value {
 
 /// The first event (oldest) named one of `names`, with a sequence number after `after`,
 /// that matches: the race-free "the event may come before the wait" of DESIGN §3.4. A wait
-/// with a `match` on a scalar under `data` looks it up in the value index; others read the
-/// events of their names in order until one matches.
+/// with a `match` on a scalar under `data`, or an `if` that requires one to equal a string
+/// (`Expr::required_equality`), looks it up in the value index; others read the events of
+/// their names in order until one matches.
 pub(crate) fn find_event(
     s: &Sched,
     store: &dyn Store,
@@ -250,7 +251,19 @@ pub(crate) fn find_event(
         };
         pv == value && cond.is_none_or(|c| expr::eval(c, &[("async", &v)]))
     };
-    let by_value = !path.is_empty() && crate::store::index::indexable(path, value);
+    // An `if` that requires `async.<path> == "text"` is looked up like a match on it
+    // (`ok` still checks the whole condition on each candidate).
+    let derived = if path.is_empty() {
+        cond.and_then(|c| c.required_equality("async"))
+            .map(|(p, v)| (p, canonical(Some(&v))))
+    } else {
+        None
+    };
+    let (ipath, ivalue) = match &derived {
+        Some((p, v)) => (p.as_str(), v.as_str()),
+        None => (path, value),
+    };
+    let by_value = !ipath.is_empty() && crate::store::index::indexable(ipath, ivalue);
     let mut best: Option<EventRecord> = None;
     let mut keep = |e: EventRecord| {
         if best.as_ref().is_none_or(|b| e.seq < b.seq) {
@@ -267,7 +280,7 @@ pub(crate) fn find_event(
         };
         let mut found = None;
         if by_value {
-            store.events_with_value(name, path, value, after, &mut |e| first(e, &mut found))?;
+            store.events_with_value(name, ipath, ivalue, after, &mut |e| first(e, &mut found))?;
             let mut partial = None;
             store.events_partly_indexed(name, after, &mut |e| first(e, &mut partial))?;
             if let Some(e) = partial {

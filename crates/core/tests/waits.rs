@@ -624,3 +624,57 @@ async fn events_after_a_restart_and_a_clock_step_order_after_the_ones_before() {
     assert_eq!(ids(&c), [run.as_str()]);
     assert_eq!(step_output(&c[0], "second")["data"]["n"], json!(2));
 }
+
+/// Inngest's form of a wait, `if: 'async.data.userId == event.data.userId'`, is looked up in
+/// the value index like a `match` (no ordered read under the scheduler lock) — with the same
+/// answers as reading every event: the whole condition still decides, an `||` or a number
+/// comparison (1 == 1.0) still finds its event.
+#[tokio::test]
+async fn a_wait_whose_if_requires_an_equality_finds_the_same_early_events_as_a_scan() {
+    let (engine, _clock) = memory_engine(EngineOptions::default());
+    let run = trigger(&engine, json!({"userId": "u-1"})).await;
+    send(
+        &engine,
+        json!([
+            {"name": "order/paid", "data": {"userId": "u-2", "amount": 90, "n": 1}},
+            {"name": "order/paid", "data": {"userId": "u-1", "amount": 5, "n": 2}},
+            {"name": "order/paid", "data": {"userId": "u-1", "amount": 50, "n": 3}},
+            {"name": "order/paid", "data": {"userId": "u-1", "amount": 70, "n": 4}},
+            {"name": "order/paid", "data": {"qty": 7.0, "n": 5}},
+            {"name": "order/paid", "data": {"b": "y", "n": 6}},
+        ]),
+    )
+    .await;
+    engine.flush().await.unwrap();
+    assert_eq!(ids(&engine.try_claim(10).unwrap()), [run.as_str()]);
+    let wait = |key: &str, cond: &str| json!({"kind": "event", "key": key, "events": ["order/paid"], "if": cond, "sinceRunStart": true});
+    let cases = [
+        // (the `if`, the event it must find)
+        ("async.data.userId == event.data.userId", 2),
+        (
+            "async.data.userId == event.data.userId && async.data.amount > 10",
+            3,
+        ),
+        (
+            "async.data.amount > 60 && event.data.userId == async.data.userId",
+            4,
+        ),
+        ("async.data.qty == 7", 5),
+        ("async.data.a == 'x' || async.data.b == 'y'", 6),
+    ];
+    for (i, (cond, n)) in cases.iter().enumerate() {
+        let key = format!("w{i}");
+        park(&engine, &run, json!([wait(&key, cond)])).await;
+        let c = engine.try_claim(10).unwrap();
+        assert_eq!(ids(&c), [run.as_str()], "{cond}: resumed at registration");
+        assert_eq!(step_output(&c[0], &key)["data"]["n"], json!(n), "{cond}");
+    }
+    // No event meets it: the run waits.
+    park(
+        &engine,
+        &run,
+        json!([wait("none", "async.data.userId == 'u-3'")]),
+    )
+    .await;
+    assert!(engine.try_claim(10).unwrap().is_empty());
+}
