@@ -730,6 +730,9 @@ pub(crate) struct Sched {
     /// Events and run outcomes decided but not yet applied to the store: lookups that read
     /// the store consult these too, so nothing slips between decision and commit.
     pub pending_events: HashMap<String, EventRecord>,
+    /// The look-backs `report` read before taking the lock (`waits::Engine::prescan`),
+    /// by (run, wait key); empty between reports.
+    pub(crate) prescans: HashMap<(String, String), crate::waits::Prescan>,
     pub pending_outcomes: HashMap<String, Outcome>,
     pub pending_tokens: HashMap<String, Json>,
     /// Requeued runs to schedule once the current commit is applied.
@@ -2194,12 +2197,39 @@ impl Engine {
     /// Applies a batch of ops from the executor; resolves once they are durable.
     pub async fn report(&self, ops: Vec<Op>) -> Result<()> {
         self.check_open()?;
+        let plans = self.plan_scans(&ops);
+        if plans.is_empty() {
+            return self.apply_report(ops, HashMap::new()).await;
+        }
+        // A wait whose early event must be read in order: its look-back is read on a blocking
+        // thread without the scheduler lock, and only its run's ops wait for it; the other
+        // runs' ops of the batch go ahead (ops of different runs are independent).
+        let scanning: HashSet<String> = plans.iter().map(|p| p.run.clone()).collect();
+        let (later, now_ops): (Vec<Op>, Vec<Op>) =
+            ops.into_iter().partition(|op| scanning.contains(op.run()));
+        let engine = self.clone();
+        let read = tokio::task::spawn_blocking(move || engine.prescan(plans));
+        let (first, read) = tokio::join!(self.apply_report(now_ops, HashMap::new()), read);
+        let prescans = read.unwrap_or_default();
+        let second = self.apply_report(later, prescans).await;
+        first.and(second)
+    }
+
+    async fn apply_report(
+        &self,
+        ops: Vec<Op>,
+        prescans: HashMap<(String, String), crate::waits::Prescan>,
+    ) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
         let now = self.inner.clock.now_ms();
         let mut writes = Vec::with_capacity(ops.len() * 2);
         let mut after = AfterCommit::default();
         {
             let store = self.store()?;
             let mut s = self.sched()?;
+            s.prescans = prescans;
             for op in ops {
                 let op = self.vet_op(op);
                 if let Err(e) = self.apply_op(&mut s, &*store, op, now, &mut writes, &mut after) {
@@ -2211,6 +2241,7 @@ impl Engine {
                 }
             }
             s.drain_deferred(&mut writes, &mut after);
+            s.prescans.clear();
         }
         self.inner.work.notify_one();
         if writes.is_empty() {
@@ -2538,15 +2569,15 @@ impl Engine {
                         }
                         None => None,
                     };
-                    let found = crate::waits::find_event(
-                        s,
-                        store,
-                        events,
-                        path,
-                        &value,
-                        cond.as_ref(),
-                        after_at,
-                    )?;
+                    let m = crate::waits::Matcher::new(path, &value, cond.as_ref());
+                    let found = match s.prescans.remove(&(run.clone(), key.clone())) {
+                        // Read up to `upto` without the lock: only what came since is left.
+                        Some(p) if p.after == after_at => match p.found {
+                            Some(e) => Some(e),
+                            None => crate::waits::find_event(s, store, events, &m, p.upto)?,
+                        },
+                        _ => crate::waits::find_event(s, store, events, &m, after_at)?,
+                    };
                     if let Some(ev) = found {
                         cursor = cursor.max(Some(ev.seq));
                         let json = crate::waits::event_json(&ev)?;

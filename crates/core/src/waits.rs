@@ -228,77 +228,215 @@ pub fn trigger_value(rec: &RunRecord) -> Value {
     }
 }
 
+/// What a wait's event must meet: a `match` (a scalar under `path` whose canonical text is
+/// `value`; empty path: none) and a bound `if`.
+pub(crate) struct Matcher<'a> {
+    pub path: &'a str,
+    pub value: &'a str,
+    pub cond: Option<&'a Expr>,
+    /// The (path, canonical value) to look up in the value index, if it answers for this wait:
+    /// the `match`, or an equality the `if` requires (`Expr::required_equality`).
+    index: Option<(String, String)>,
+}
+
+impl<'a> Matcher<'a> {
+    pub fn new(path: &'a str, value: &'a str, cond: Option<&'a Expr>) -> Self {
+        let index = if path.is_empty() {
+            cond.and_then(|c| c.required_equality("async"))
+                .map(|(p, v)| (p, canonical(Some(&v))))
+        } else {
+            Some((path.to_string(), value.to_string()))
+        }
+        .filter(|(p, v)| crate::store::index::indexable(p, v));
+        Matcher {
+            path,
+            value,
+            cond,
+            index,
+        }
+    }
+
+    /// Whether finding its early event means reading events in order (no index answers).
+    pub fn scans(&self) -> bool {
+        self.index.is_none()
+    }
+
+    pub fn ok(&self, e: &EventRecord) -> bool {
+        let v = event_value(e);
+        let pv = if self.path.is_empty() {
+            String::new()
+        } else {
+            canonical(lookup_path(&v, self.path))
+        };
+        pv == self.value && self.cond.is_none_or(|c| expr::eval(c, &[("async", &v)]))
+    }
+
+    /// The first stored event named one of `names` with `after < seq <= upto` that matches.
+    fn first_stored(
+        &self,
+        store: &dyn Store,
+        names: &[String],
+        after: u64,
+        upto: u64,
+    ) -> Result<Option<EventRecord>> {
+        let mut best: Option<EventRecord> = None;
+        let mut keep = |e: Option<EventRecord>| {
+            if let Some(e) = e {
+                if best.as_ref().is_none_or(|b| e.seq < b.seq) {
+                    best = Some(e);
+                }
+            }
+        };
+        for name in names {
+            let first = |e: EventRecord, found: &mut Option<EventRecord>| {
+                if e.seq > upto {
+                    return false;
+                }
+                if e.name == *name && self.ok(&e) {
+                    *found = Some(e);
+                    return false;
+                }
+                true
+            };
+            let mut found = None;
+            match &self.index {
+                Some((path, value)) => {
+                    store.events_with_value(name, path, value, after, &mut |e| {
+                        first(e, &mut found)
+                    })?;
+                    let mut partial = None;
+                    store.events_partly_indexed(name, after, &mut |e| first(e, &mut partial))?;
+                    keep(partial);
+                }
+                None => store.events_after(name, after, &mut |e| first(e, &mut found))?,
+            }
+            keep(found);
+        }
+        Ok(best)
+    }
+}
+
 /// The first event (oldest) named one of `names`, with a sequence number after `after`,
 /// that matches: the race-free "the event may come before the wait" of DESIGN §3.4. A wait
 /// with a `match` on a scalar under `data`, or an `if` that requires one to equal a string
 /// (`Expr::required_equality`), looks it up in the value index; others read the events of
-/// their names in order until one matches.
+/// their names in order until one matches — under the scheduler lock only from where
+/// `prescan` stopped reading without it.
 pub(crate) fn find_event(
     s: &Sched,
     store: &dyn Store,
     names: &[String],
-    path: &str,
-    value: &str,
-    cond: Option<&Expr>,
+    m: &Matcher,
     after: u64,
 ) -> Result<Option<EventRecord>> {
-    let ok = |e: &EventRecord| {
-        let v = event_value(e);
-        let pv = if path.is_empty() {
-            String::new()
-        } else {
-            canonical(lookup_path(&v, path))
-        };
-        pv == value && cond.is_none_or(|c| expr::eval(c, &[("async", &v)]))
-    };
-    // An `if` that requires `async.<path> == "text"` is looked up like a match on it
-    // (`ok` still checks the whole condition on each candidate).
-    let derived = if path.is_empty() {
-        cond.and_then(|c| c.required_equality("async"))
-            .map(|(p, v)| (p, canonical(Some(&v))))
-    } else {
-        None
-    };
-    let (ipath, ivalue) = match &derived {
-        Some((p, v)) => (p.as_str(), v.as_str()),
-        None => (path, value),
-    };
-    let by_value = !ipath.is_empty() && crate::store::index::indexable(ipath, ivalue);
-    let mut best: Option<EventRecord> = None;
-    let mut keep = |e: EventRecord| {
-        if best.as_ref().is_none_or(|b| e.seq < b.seq) {
-            best = Some(e);
-        }
-    };
-    for name in names {
-        let first = |e: EventRecord, found: &mut Option<EventRecord>| {
-            if e.name == *name && ok(&e) {
-                *found = Some(e);
-                return false;
-            }
-            true
-        };
-        let mut found = None;
-        if by_value {
-            store.events_with_value(name, ipath, ivalue, after, &mut |e| first(e, &mut found))?;
-            let mut partial = None;
-            store.events_partly_indexed(name, after, &mut |e| first(e, &mut partial))?;
-            if let Some(e) = partial {
-                keep(e);
-            }
-        } else {
-            store.events_after(name, after, &mut |e| first(e, &mut found))?;
-        }
-        if let Some(e) = found {
-            keep(e);
-        }
-    }
+    let mut best = m.first_stored(store, names, after, u64::MAX)?;
     for e in s.pending_events.values() {
-        if names.contains(&e.name) && e.seq > after && ok(e) {
-            keep(e.clone());
+        if names.contains(&e.name)
+            && e.seq > after
+            && best.as_ref().is_none_or(|b| e.seq < b.seq)
+            && m.ok(e)
+        {
+            best = Some(e.clone());
         }
     }
     Ok(best)
+}
+
+/// The part of a wait's look-back read before the scheduler lock is taken: the first
+/// matching event with `after < seq <= upto`, where every event up to `upto` was on disk
+/// when the read began. Under the lock, `park` reads only past `upto`.
+pub(crate) struct Prescan {
+    pub after: u64,
+    pub upto: u64,
+    pub found: Option<EventRecord>,
+}
+
+/// An event wait whose look-back no index answers, to read before the lock (`prescan`).
+pub(crate) struct ScanPlan {
+    pub run: String,
+    key: String,
+    events: Vec<String>,
+    path: String,
+    value: String,
+    cond: Expr,
+    created_seq: u64,
+}
+
+impl crate::engine::Engine {
+    /// The event waits in `ops` whose look-back no index answers: an `if` such as
+    /// `async.data.amount > 100` reads the name's events in order (behind 100k events that
+    /// held the scheduler lock for ~5 s). Cheap: a run record and a parse per event wait.
+    pub(crate) fn plan_scans(&self, ops: &[crate::engine::Op]) -> Vec<ScanPlan> {
+        let mut out = Vec::new();
+        let Ok(store) = self.store() else { return out };
+        for op in ops {
+            let crate::engine::Op::Wait { run, waits } = op else {
+                continue;
+            };
+            for w in waits {
+                let crate::engine::WaitReq::Spec(WaitSpec::Event {
+                    key,
+                    events,
+                    path,
+                    value,
+                    if_expr: Some(src),
+                    since_run_start: true,
+                    ..
+                }) = w
+                else {
+                    continue;
+                };
+                let Ok(Some((rec, _))) = store.run(run) else {
+                    continue;
+                };
+                let Ok(cond) = expr::parse("waitForEvent.if", src) else {
+                    continue;
+                };
+                let cond = cond.bind("event", &trigger_value(&rec));
+                let value = canonical_text(value);
+                if Matcher::new(path, &value, Some(&cond)).scans() {
+                    out.push(ScanPlan {
+                        run: run.clone(),
+                        key: key.clone(),
+                        events: events.clone(),
+                        path: path.clone(),
+                        value,
+                        cond,
+                        created_seq: rec.created_seq,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads the planned look-backs without the scheduler lock (taken only briefly, for the
+    /// runs' cursors and the newest sequence number below which every event is on disk: an
+    /// event leaves `pending_events` once durable). Keyed by (run, wait key). Best effort:
+    /// whatever it cannot prepare, `park` reads under the lock.
+    pub(crate) fn prescan(&self, plans: Vec<ScanPlan>) -> HashMap<(String, String), Prescan> {
+        let mut out = HashMap::new();
+        let Ok(store) = self.store() else { return out };
+        let (cursors, upto) = {
+            let Ok(s) = self.sched() else { return out };
+            let oldest_pending = s.pending_events.values().map(|e| e.seq).min();
+            let upto = oldest_pending.map_or(s.seq, |p| p.saturating_sub(1).min(s.seq));
+            let cursors: Vec<Option<Option<u64>>> = plans
+                .iter()
+                .map(|p| s.running.get(&p.run).map(|r| r.event_cursor))
+                .collect();
+            (cursors, upto)
+        };
+        for (p, cursor) in plans.into_iter().zip(cursors) {
+            let Some(cursor) = cursor else { continue };
+            let after = cursor.unwrap_or(0).max(p.created_seq);
+            let m = Matcher::new(&p.path, &p.value, Some(&p.cond));
+            if let Ok(found) = m.first_stored(&*store, &p.events, after, upto) {
+                out.insert((p.run, p.key), Prescan { after, upto, found });
+            }
+        }
+        out
+    }
 }
 
 impl crate::engine::Engine {

@@ -678,3 +678,159 @@ async fn a_wait_whose_if_requires_an_equality_finds_the_same_early_events_as_a_s
     .await;
     assert!(engine.try_claim(10).unwrap().is_empty());
 }
+
+/// A wait whose `if` no index answers reads its look-back before taking the scheduler lock,
+/// then, under it, only what came since. Events sent meanwhile — before, during and after
+/// that read — are neither missed nor taken out of order: the run always resumes with the
+/// earliest matching event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_in_order_look_back_misses_no_event_sent_while_it_reads() {
+    for round in 0..20 {
+        let (engine, _clock) = memory_engine(EngineOptions::default());
+        let run = trigger(&engine, json!({"min": 100})).await;
+        let noise: Vec<Value> = (0..3_000)
+            .map(|i| json!({"name": "plan/changed", "data": {"amount": i % 100}}))
+            .collect();
+        send(&engine, Value::Array(noise)).await;
+        assert_eq!(ids(&engine.try_claim(10).unwrap()), [run.as_str()]);
+        // Matching events (amount >= 100), numbered, sent one by one while the run parks.
+        let sender = {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                for n in 0..30 {
+                    let filler: Vec<Value> = (0..50)
+                        .map(|_| json!({"name": "plan/changed", "data": {"amount": 1}}))
+                        .collect();
+                    send(&engine, Value::Array(filler)).await;
+                    send(
+                        &engine,
+                        json!([{"name": "plan/changed", "data": {"amount": 100 + n, "n": n}}]),
+                    )
+                    .await;
+                }
+            })
+        };
+        if round % 2 == 1 {
+            tokio::task::yield_now().await;
+        }
+        let w = json!({"kind": "event", "key": "big", "events": ["plan/changed"], "if": "async.data.amount >= event.data.min"});
+        park(&engine, &run, json!([w])).await;
+        sender.await.unwrap();
+        let c = engine.try_claim(10).unwrap();
+        assert_eq!(ids(&c), [run.as_str()], "round {round}: the run resumed");
+        assert_eq!(
+            step_output(&c[0], "big")["data"]["n"],
+            json!(0),
+            "round {round}: with the earliest matching event"
+        );
+    }
+}
+
+/// A memory backend whose applies can be held back: an event can then be handed a sequence
+/// number (and be pending) without being in the store yet. Counts the reads of an index.
+#[derive(Default)]
+struct Gate {
+    kv: durably_core::store::MemKv,
+    closed: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+    held: std::sync::atomic::AtomicUsize,
+    scans: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Clone, Default)]
+struct GateKv(Arc<Gate>);
+
+impl durably_core::store::Kv for GateKv {
+    fn apply(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> durably_core::Result<()> {
+        let mut closed = self.0.closed.lock().unwrap();
+        if *closed {
+            self.0
+                .held
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        while *closed {
+            closed = self.0.opened.wait(closed).unwrap();
+        }
+        drop(closed);
+        self.0.kv.apply(ops)
+    }
+    fn get(&self, key: &[u8]) -> durably_core::Result<Option<Vec<u8>>> {
+        self.0.kv.get(key)
+    }
+    fn scan(
+        &self,
+        prefix: &[u8],
+        reverse: bool,
+        start: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> durably_core::Result<()> {
+        if prefix.starts_with(b"n/plan/changed") {
+            self.0
+                .scans
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.0.kv.scan(prefix, reverse, start, visit)
+    }
+    fn sync(&self) -> durably_core::Result<()> {
+        Ok(())
+    }
+    fn location(&self) -> String {
+        "gated memory".into()
+    }
+}
+
+/// The event in flight to the disk while a run parks (sequence number handed out, not yet
+/// applied) is found by the part of the look-back read under the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_not_yet_applied_when_the_look_back_is_read_is_still_found() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let gate = GateKv::default();
+    let store: Arc<dyn durably_core::store::Store> =
+        Arc::new(durably_core::store::KvStore::open(gate.clone()).unwrap());
+    let clock = Arc::new(ManualClock::new(EPOCH));
+    let engine = Engine::open(store, clock, EngineOptions::default()).unwrap();
+    engine.register_task("t", TaskPolicy::default()).unwrap();
+    let run = trigger(&engine, json!({"min": 100})).await;
+    let noise: Vec<Value> = (0..500)
+        .map(|i| json!({"name": "plan/changed", "data": {"amount": i % 100}}))
+        .collect();
+    send(&engine, Value::Array(noise)).await;
+    engine.flush().await.unwrap();
+    assert_eq!(ids(&engine.try_claim(10).unwrap()), [run.as_str()]);
+    engine.flush().await.unwrap(); // the claim's record: the next write held is the event's
+
+    *gate.0.closed.lock().unwrap() = true;
+    let sending = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            send(
+                &engine,
+                json!([{"name": "plan/changed", "data": {"amount": 500, "n": "early"}}]),
+            )
+            .await
+        })
+    };
+    while gate.0.held.load(SeqCst) == 0 {
+        tokio::task::yield_now().await; // until the event's write is held at the disk
+    }
+    let scans = gate.0.scans.load(SeqCst);
+    let parking = {
+        let engine = engine.clone();
+        let run = run.clone();
+        tokio::spawn(async move {
+            let w = json!({"kind": "event", "key": "big", "events": ["plan/changed"], "if": "async.data.amount >= event.data.min"});
+            park(&engine, &run, json!([w])).await
+        })
+    };
+    // The look-back read without the lock, then the rest under it: two reads of the index.
+    while gate.0.scans.load(SeqCst) < scans + 2 {
+        tokio::task::yield_now().await;
+    }
+    *gate.0.closed.lock().unwrap() = false;
+    gate.0.opened.notify_all();
+    sending.await.unwrap();
+    parking.await.unwrap();
+    let c = engine.try_claim(10).unwrap();
+    assert_eq!(ids(&c), [run.as_str()], "the early event resumed the run");
+    assert_eq!(step_output(&c[0], "big")["data"]["n"], json!("early"));
+}
