@@ -20,8 +20,9 @@
  * sync_file_range and never syncs its blob files.
  *
  * A CUT (done by the test, tests/powercut/undo.js): SIGSTOP the process (nothing more is
- * acknowledged, no journal record is half written, because a stop takes effect only on the
- * way back to user space), SIGKILL it, then for every file undo, newest first, each
+ * acknowledged: a stop takes effect on the way back to user space), SIGKILL it (a fatal
+ * signal can end a large journal append early: the torn last record is dropped, its own
+ * write had not started), then for every file undo, newest first, each
  * journaled change made after that file's last "synced" record: write the pre-image back
  * and truncate to the old size. The result is each file exactly as it was at its last
  * fsync: every write that was not fsynced is dropped.
