@@ -488,3 +488,66 @@ async fn a_run_whose_task_is_not_defined_says_it_waits_for_it() {
     assert!(!e.get_run(&run).unwrap().unwrap().waiting_for_task);
     assert_eq!(ids(&e.try_claim(10).unwrap()), [run]);
 }
+
+/// A wall clock that can jump without telling anyone (NTP, a host resumed from suspend):
+/// the system clock plus an offset.
+struct JumpingClock(std::sync::atomic::AtomicU64);
+
+impl durably_core::Clock for JumpingClock {
+    fn now_ms(&self) -> u64 {
+        durably_core::SystemClock.now_ms() + self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn real_wait(&self, deadline_ms: u64) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_millis(
+            deadline_ms.saturating_sub(self.now_ms()),
+        ))
+    }
+}
+
+/// Issue 15, suspected: after the wall clock jumps forward, a timer waited for on a
+/// monotonic timer computed before the jump fired late (an hour late for a 1 h delay).
+/// The claimer looks again at least every second.
+#[tokio::test]
+async fn a_timer_fires_soon_after_the_wall_clock_jumps_past_it() {
+    use durably_core::Clock;
+    let clock = Arc::new(JumpingClock(std::sync::atomic::AtomicU64::new(0)));
+    let engine = Engine::open(
+        open_memory().unwrap(),
+        clock.clone(),
+        EngineOptions::default(),
+    )
+    .unwrap();
+    engine.register_task("t", TaskPolicy::default()).unwrap();
+    let item =
+        serde_json::from_value(json!({"task": "t", "payload": 1, "delayMs": 3_600_000})).unwrap();
+    let id = engine
+        .trigger(vec![vec![item]])
+        .await
+        .remove(0)
+        .unwrap()
+        .remove(0);
+    let claiming = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.claim(10).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await; // the claimer is asleep
+    assert!(!claiming.is_finished(), "nothing is due before the jump");
+    clock
+        .0
+        .store(3_600_000, std::sync::atomic::Ordering::SeqCst); // jump, unannounced
+    let jumped = clock.now_ms();
+    let batch = tokio::time::timeout(std::time::Duration::from_secs(5), claiming)
+        .await
+        .expect("the run was handed out within seconds of the jump, not an hour later")
+        .unwrap()
+        .unwrap()
+        .expect("a batch");
+    assert_eq!(
+        batch.runs.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [id.as_str()]
+    );
+    assert!(
+        clock.now_ms() - jumped <= 2_000,
+        "within the claimer's 1 s nap"
+    );
+}

@@ -570,6 +570,42 @@ async fn trigger_of_unknown_task_is_rejected_and_writes_nothing() {
     assert!(engine.try_claim(10).unwrap().is_empty());
 }
 
+/// A batch (one group) is admitted whole or not at all: an item refused midway leaves no
+/// trace of the items before it, in memory or on disk.
+#[tokio::test]
+async fn a_batch_with_one_refused_item_writes_none_of_its_items() {
+    let (engine, _clock) = memory_engine(EngineOptions {
+        max_payload_bytes: 64,
+        ..EngineOptions::default()
+    });
+    let limited: TaskPolicy = serde_json::from_value(json!({"concurrency": {"limit": 1}})).unwrap();
+    engine.register_task("t", limited).unwrap();
+    for bad in [
+        json!({"task": "nope", "payload": 2}),
+        json!({"task": "t", "payload": "x".repeat(100)}),
+    ] {
+        let group = vec![
+            item(json!({"task": "t", "payload": 1, "idempotencyKey": "k1"})),
+            item(bad),
+            item(json!({"task": "t", "payload": 3})),
+        ];
+        let results = engine.trigger(vec![group]).await;
+        assert!(results.into_iter().next().unwrap().is_err());
+        engine.flush().await.unwrap();
+        assert!(listed(&engine, ListFilter::default()).is_empty());
+        assert_eq!(engine.stats().unwrap().ready, 0);
+        assert!(engine.try_claim(10).unwrap().is_empty());
+    }
+    // The idempotency key of the refused batch was never taken.
+    let ok = engine
+        .trigger(vec![vec![item(
+            json!({"task": "t", "payload": 1, "idempotencyKey": "k1"}),
+        )]])
+        .await;
+    let id = ok.into_iter().next().unwrap().unwrap().remove(0);
+    assert_eq!(listed(&engine, ListFilter::default()), [id]);
+}
+
 #[tokio::test]
 async fn payload_over_the_limit_is_rejected_and_writes_nothing() {
     let (engine, _clock) = memory_engine(EngineOptions {
