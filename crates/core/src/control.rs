@@ -761,6 +761,14 @@ impl Engine {
                         .collect()
                 }
             }
+            // Running again after a wait's deadline passed: the executor has not stored that
+            // wait's null result yet, so its step is still stored `waiting` (past its time).
+            None if from == RunStatus::Running && !s.pending_wakes.contains(run) => store
+                .steps(run)?
+                .into_iter()
+                .filter(|(_, st)| st.status == StepStatus::Waiting && st.child.is_none())
+                .map(|(k, _)| k)
+                .collect(),
             None => Vec::new(),
         };
         for key in keys {

@@ -551,3 +551,34 @@ async fn a_timer_fires_soon_after_the_wall_clock_jumps_past_it() {
         "within the claimer's 1 s nap"
     );
 }
+
+/// Issue 9 #18, after a wait timed out: the run woke (its wait resolved with null) and is
+/// running again when it is cancelled — no step is left `waiting` with a wake time.
+#[tokio::test]
+async fn a_run_cancelled_while_running_after_its_wait_timed_out_keeps_no_waiting_step() {
+    let (engine, clock) = engine(&[("t", json!({}))]);
+    let run = trigger(&engine, json!({"task": "t", "payload": {}})).await;
+    engine.try_claim(10).unwrap();
+    report(
+        &engine,
+        json!([{"op": "wait", "run": run, "waits": [
+            {"kind": "event", "key": "ev", "events": ["x"], "wakeAt": EPOCH + HOUR}
+        ]}]),
+    )
+    .await;
+    clock.advance(HOUR + 1);
+    let c = engine.try_claim(10).unwrap();
+    assert_eq!(c.len(), 1, "woken by the timeout");
+    assert!(engine.cancel(&run).await.unwrap());
+    engine.flush().await.unwrap();
+    let steps = engine.get_run(&run).unwrap().unwrap().steps.unwrap();
+    let waiting: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Waiting)
+        .map(|s| s.id.as_str())
+        .collect();
+    assert!(
+        waiting.is_empty(),
+        "steps still waiting: {waiting:?} ({steps:?})"
+    );
+}

@@ -2651,6 +2651,17 @@ impl Sim {
                                 _ => {}
                             }
                         }
+                    } else {
+                        // Ended while running: steps still stored `waiting` (a wait whose
+                        // deadline woke the run, its null result not stored yet) go too.
+                        let prog = o.prog.clone();
+                        for (key, m) in o.memo.iter_mut() {
+                            if !matches!(key_kind(&prog, key), Some(KeyKind::Invoke { .. }))
+                                && matches!(m, MemoO::Waiting(_))
+                            {
+                                *m = MemoO::Dropped;
+                            }
+                        }
                     }
                 } else if (normal || ends) && o.terminal.is_none() {
                     bail!(
