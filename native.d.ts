@@ -67,6 +67,11 @@ export declare class NativeEngine {
   advance(ms: number): void
   /** Manual clock only: sets the time (backwards too). */
   setTime(ms: number): void
+  /**
+   * Shutdown: hands back every run still held (they replay at the next start and count
+   * as no crash); resolves with how many, once durable.
+   */
+  releaseAll(): Promise<number>
   /** Settles a pending claim, commits and syncs everything, releases the data folder. */
   close(): void
 }

@@ -792,6 +792,9 @@ export class Engine implements Executor {
       const why = new DurablyError('E_CLOSED', 'the engine is shutting down');
       this.abort.abort(why);
       for (const inv of this.invocations.values()) inv.abort(why);
+      // Hand back what is still held (cut by the timeout, or claimed as the drain began):
+      // a shutdown is not a crash, so no run counts toward the poison-run limit for it.
+      await nat.releaseAll().catch((e: unknown) => log.warn(`shutdown could not hand back its runs: ${(fromNative(e) as Error).message}`));
       const loop = this.loop;
       this.closeNow();
       await loop;

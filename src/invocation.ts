@@ -312,6 +312,7 @@ export class Invocation {
    * executor caps how many such ops may be outstanding).
    */
   private end(op: string): void {
+    if (this.aborted) return; // see report()
     this.engine._report(op).catch((e) => {
       if (this.engine.isOpen) console.error(`[durably] run ${this.c.id} could not be reported:`, e);
     });
@@ -382,6 +383,10 @@ export class Invocation {
    * handing the failure to the code as the step's own.
    */
   private report(op: string): Promise<void> {
+    // Aborted (cancelled, timed out, shut down, store down): nothing more of this attempt is
+    // stored. After a shutdown, a late op would otherwise reach the next engine and land in
+    // the run's next attempt.
+    if (this.aborted) return Promise.reject(SUSPEND);
     return this.engine._report(op).catch((e: unknown) => {
       if (e instanceof DurablyError && STORE_DOWN.has(e.code)) {
         this.abort(e);

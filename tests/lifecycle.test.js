@@ -57,3 +57,35 @@ test('start() during a shutdown waits for it and leaves a working engine', async
   const h = await echo.trigger('alive');
   assert.strictEqual(await h.result({ timeout: '5s' }), 'alive');
 });
+
+test('a shutdown that cuts a step is not a crash: a run across more deploys than the poison limit still completes', async () => {
+  // crashLimit is 3: a run running at 3 crashes in a row fails as poisoned. Four shutdowns,
+  // each cutting the same long step short (timeout 20 ms), must not count.
+  let started;
+  let attempts = 0;
+  const long = task({
+    id: 'lifecycle-long-step',
+    run: async (_p, { step, signal }) => {
+      await step.run('long', async () => {
+        attempts++;
+        started?.();
+        if (attempts <= 4) await new Promise((r) => signal.addEventListener('abort', r, { once: true })); // cut by the shutdown
+        return 'ok';
+      });
+      return 'done';
+    },
+  });
+  await start();
+  let running = new Promise((r) => (started = r));
+  const h = await long.trigger();
+  for (let deploy = 1; deploy <= 4; deploy++) {
+    await running;
+    running = new Promise((r) => (started = r));
+    await shutdown({ timeout: 20 });
+    await start();
+  }
+  assert.strictEqual(await h.result({ timeout: '10s' }), 'done');
+  assert.strictEqual(attempts, 5, 'the step ran again after each of the 4 shutdowns');
+  const run = await runs.get(h.id);
+  assert.strictEqual(run.status, 'completed');
+});

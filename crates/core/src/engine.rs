@@ -3001,6 +3001,22 @@ impl Engine {
         })
     }
 
+    /// A graceful shutdown hands back every run this process still holds (executing, or
+    /// claimed and not started), as `release` ops: they run again at the next start from
+    /// their last stored step, their claim records go, and none counts as a crash (poison
+    /// runs count only a process that died). Returns how many it released.
+    pub async fn release_all(&self) -> Result<usize> {
+        let ops: Vec<Op> = self
+            .sched()?
+            .running
+            .keys()
+            .map(|run| Op::Release { run: run.clone() })
+            .collect();
+        let n = ops.len();
+        self.report(ops).await?;
+        Ok(n)
+    }
+
     /// Stops handing out work, settles a pending `claim` with `None`, commits and syncs
     /// everything queued, and closes the store (releasing the data folder's lock).
     pub fn close(&self) {

@@ -429,6 +429,14 @@ impl NativeEngine {
         Ok(())
     }
 
+    /// Shutdown: hands back every run still held (they replay at the next start and count
+    /// as no crash); resolves with how many, once durable.
+    #[napi]
+    pub async fn release_all(&self) -> Result<u32> {
+        let n = self.engine.release_all().await.map_err(js_err)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
     /// Settles a pending claim, commits and syncs everything, releases the data folder.
     #[napi(catch_unwind)]
     pub fn close(&self) {
